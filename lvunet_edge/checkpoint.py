@@ -1,0 +1,111 @@
+"""One checkpoint format for the whole project: config, slope, fused flag and state_dict in one file.
+
+Files are written atomically (temporary file + rename) and read with ``torch.load(weights_only=True)``,
+so a checkpoint handed over by someone else cannot run code on load.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from lvunet_edge.errors import CheckpointError, LVUNetError
+from lvunet_edge.model import LVUNet, LVUNetConfig, build_model
+from lvunet_edge.reparam import get_act_slope
+
+CHECKPOINT_FORMAT = "lvunet-edge/checkpoint"
+CHECKPOINT_VERSION = 1
+
+
+def atomic_torch_save(obj: Any, path: str | Path) -> None:
+    """``torch.save`` to a temporary file beside ``path``, then rename: never a half-written file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            torch.save(obj, handle)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def save_checkpoint(path: str | Path, model: LVUNet, **info: Any) -> None:
+    """Save ``model`` with its config, slope and fused flag, plus any extra ``info``.
+
+    ``info`` values must be plain data or tensors (dicts, lists, numbers, strings, state_dicts) so the
+    file stays loadable with ``weights_only=True``: optimizer state, split, metrics, epoch, ...
+    """
+    reserved = {"format", "version", "config", "fused", "slope", "state_dict"} & set(info)
+    if reserved:
+        raise LVUNetError(f"info keys {sorted(reserved)} are reserved by the checkpoint format")
+    model = getattr(model, "module", model)  # unwrap DistributedDataParallel
+    payload = {
+        "format": CHECKPOINT_FORMAT,
+        "version": CHECKPOINT_VERSION,
+        "config": model.config.to_dict(),
+        "fused": bool(model.deploy),
+        "slope": get_act_slope(model),
+        "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
+        **info,
+    }
+    atomic_torch_save(payload, path)
+
+
+def read_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
+    """Read and validate a checkpoint file without building a model.
+
+    Raises:
+        CheckpointError: missing, unreadable, truncated, or not an LV-UNet checkpoint.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint not found: {path}")
+    try:
+        payload = torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as exc:  # torch.load raises many types for bad bytes; all mean unreadable
+        first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise CheckpointError(
+            f"{path} is not a readable PyTorch checkpoint (truncated, corrupt, or not a checkpoint "
+            f"saved with plain data): {first_line}"
+        ) from exc
+    if not isinstance(payload, dict) or payload.get("format") != CHECKPOINT_FORMAT:
+        raise CheckpointError(
+            f"{path} is not an LV-UNet checkpoint (no '{CHECKPOINT_FORMAT}' format marker); "
+            "expected a file written by lvunet-train or lvunet_edge.save_checkpoint"
+        )
+    if payload.get("version") != CHECKPOINT_VERSION:
+        raise CheckpointError(
+            f"{path} has checkpoint version {payload.get('version')}; this lvunet-edge reads "
+            f"version {CHECKPOINT_VERSION}"
+        )
+    return payload
+
+
+def load_checkpoint(
+    path: str | Path, map_location: str | torch.device = "cpu"
+) -> tuple[LVUNet, dict[str, Any]]:
+    """Load a checkpoint into a freshly built model (fused or not, as saved).
+
+    Returns:
+        ``(model, info)``: the model in eval mode, and every other entry of the file (config, fused,
+        slope, and whatever extra info was saved).
+    """
+    payload = read_checkpoint(path, map_location)
+    try:
+        config = LVUNetConfig.from_dict(payload["config"])
+        model = build_model(config, deploy=bool(payload["fused"]))
+        model.load_state_dict(payload["state_dict"], strict=True)
+    except (LVUNetError, KeyError, RuntimeError, TypeError) as exc:
+        first_line = str(exc).strip().splitlines()[0]
+        raise CheckpointError(f"{path} does not match its LV-UNet config: {first_line}") from exc
+    model.eval()
+    info = {k: v for k, v in payload.items() if k != "state_dict"}
+    return model, info
