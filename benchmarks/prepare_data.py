@@ -1,0 +1,52 @@
+"""Resize the shared datasets to 256x256 into a git-ignored folder small enough to carry to a GPU machine.
+
+    python benchmarks/prepare_data.py --shared ../shared/data --out .data --quality 90
+
+Images: cv2.INTER_AREA to 256x256 (what training does anyway), re-encoded as JPEG; masks: INTER_AREA then
+> 127, PNG 0/255. Also writes the PraNet split lists for the combined polyp set (Kvasir-SEG + CVC-ClinicDB
+ids do not collide, so the combined folder is made of symlinks on the machine that trains).
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from lvunet_edge.data import find_pairs, read_mask, to_rgb8
+
+SIZE = 256
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--shared", type=Path, default=Path("../shared/data"))
+    parser.add_argument("--out", type=Path, default=Path(".data"))
+    parser.add_argument("--quality", type=int, default=90)
+    args = parser.parse_args()
+    from PIL import Image
+
+    for name in ("kvasir-seg", "cvc-clinicdb", "busi"):
+        out = args.out / name
+        (out / "images").mkdir(parents=True, exist_ok=True)
+        (out / "masks").mkdir(parents=True, exist_ok=True)
+        for pair in find_pairs(args.shared / name):
+            with Image.open(pair.image) as image:
+                rgb = cv2.resize(to_rgb8(image), (SIZE, SIZE), interpolation=cv2.INTER_AREA)
+            mask, _ = read_mask(pair.mask)
+            mask = cv2.resize(mask * 255, (SIZE, SIZE), interpolation=cv2.INTER_AREA) > 127
+            cv2.imwrite(str(out / "images" / f"{pair.id}.jpg"), rgb[..., ::-1],
+                        [cv2.IMWRITE_JPEG_QUALITY, args.quality])
+            cv2.imwrite(str(out / "masks" / f"{pair.id}.png"), mask.astype(np.uint8) * 255)
+    splits = args.shared / "splits"
+    for part in ("train", "test"):
+        ids = []
+        for name in ("kvasir-seg", "cvc-clinicdb"):
+            ids += (splits / f"pranet-{name}-{part}.txt").read_text().split()
+        (args.out / f"polyp-pranet-{part}.txt").write_text("\n".join(ids) + "\n")
+
+
+if __name__ == "__main__":
+    main()

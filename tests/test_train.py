@@ -1,0 +1,114 @@
+"""CPU smoke tests of lvunet-train on the committed sample pairs (128x128, the smallest valid size)."""
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from lvunet_edge import load_checkpoint
+from lvunet_edge.data import find_pairs, load_dataset
+from lvunet_edge.metrics import confusion_counts, summarize
+from lvunet_edge.train import TrainConfig, predict_logits, train
+from tests.conftest import DATA
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _config(out, **overrides):
+    values = dict(data=str(DATA), out=str(out), image_size=128, epochs=3, batch_size=4, workers=2)
+    return TrainConfig(**{**values, **overrides})
+
+
+@pytest.fixture(scope="module")
+def finished_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("run")
+    metrics = train(_config(out), progress=False)
+    return out, metrics
+
+
+def _log(run_dir):
+    return [json.loads(line) for line in (run_dir / "log.jsonl").read_text().splitlines()]
+
+
+def test_loss_falls_and_final_slope_is_one(finished_run):
+    run_dir, metrics = finished_run
+    log = _log(run_dir)
+    assert [r["epoch"] for r in log] == [0, 1, 2]
+    assert log[-1]["train_loss"] < log[0]["train_loss"]
+    assert log[-1]["slope"] == 1.0 and log[0]["slope"] < 1.0
+    _, info = load_checkpoint(run_dir / "last.pt")
+    assert info["slope"] == 1.0
+    _, best_info = load_checkpoint(run_dir / "best.pt")
+    assert best_info["slope"] == 1.0 and best_info["epoch"] == 2  # only epoch 2 is fully at slope 1
+
+
+def test_metrics_trained_equals_fused_and_reload_reproduces_them(finished_run):
+    run_dir, metrics = finished_run
+    saved = json.loads((run_dir / "metrics.json").read_text())
+    assert saved["trained"] == metrics["trained"]
+    for key in ("iou", "dice", "dataset_iou", "precision", "recall", "batch_pooled_iou"):
+        assert abs(saved["trained"][key] - saved["fused"][key]) <= 0.001
+    assert saved["max_abs_logit_diff"] < 1e-3
+    split = json.loads((run_dir / "split.json").read_text())
+    model, _ = load_checkpoint(run_dir / "best.pt")
+    dataset = load_dataset(find_pairs(DATA), 128).subset(split["test"])
+    logits = predict_logits(model, dataset.images, torch.device("cpu"))
+    assert summarize(confusion_counts(logits > 0, dataset.masks)) == saved["trained"]
+
+
+def test_resume_continues_exactly(tmp_path, finished_run):
+    full_dir, _ = finished_run
+    out = tmp_path / "resumed"
+    assert train(_config(out), progress=False, stop_after=2) == {}
+    assert [r["epoch"] for r in _log(out)] == [0, 1]
+    metrics = train(_config(out), resume=out, progress=False)
+    assert [r["epoch"] for r in _log(out)] == [0, 1, 2]
+    assert metrics["trained"] == json.loads((full_dir / "metrics.json").read_text())["trained"]
+    a, _ = load_checkpoint(full_dir / "last.pt")
+    b, _ = load_checkpoint(out / "last.pt")
+    for (key, va), vb in zip(a.state_dict().items(), b.state_dict().values()):
+        assert torch.equal(va, vb), key
+
+
+def _cli(*args, env=None):
+    return subprocess.run(
+        [sys.executable, "-m", "lvunet_edge.cli", *args], capture_output=True, text=True,
+        cwd=ROOT, env=env, timeout=600,
+    )
+
+
+def test_cli_errors_are_one_line(tmp_path):
+    result = _cli("--data", str(tmp_path / "missing"), "--out", str(tmp_path / "o"))
+    assert result.returncode == 1
+    assert result.stderr.strip().startswith("lvunet-train: error:") and "Traceback" not in result.stderr
+    result = _cli("--data", str(DATA), "--image-size", "100", "--out", str(tmp_path / "o"))
+    assert result.returncode == 1 and "multiple of 128" in result.stderr
+    empty = tmp_path / "empty"
+    (empty / "images").mkdir(parents=True)
+    (empty / "masks").mkdir()
+    result = _cli("--data", str(empty), "--out", str(tmp_path / "o"))
+    assert result.returncode == 1 and "no images" in result.stderr
+
+
+@pytest.mark.slow
+def test_ddp_two_cpu_processes_gloo(tmp_path):
+    data = tmp_path / "data"
+    shutil.copytree(DATA, data)
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
+    result = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
+         "--master_port", "29531", "-m", "lvunet_edge.cli", "--data", str(data), "--out",
+         str(tmp_path / "ddp"), "--image-size", "128", "--epochs", "2", "--batch-size", "2",
+         "--device", "cpu", "--no-progress"],
+        capture_output=True, text=True, env=env, timeout=600,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    log = _log(tmp_path / "ddp")
+    assert len(log) == 2  # rank 0 alone writes the log
+    metrics = json.loads((tmp_path / "ddp" / "metrics.json").read_text())
+    assert abs(metrics["trained"]["iou"] - metrics["fused"]["iou"]) <= 0.001
