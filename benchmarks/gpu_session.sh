@@ -25,6 +25,8 @@ done
 tail -30 "$OUT/gpu_bench.log"; echo "bench done at $(elapsed) s"
 
 R=runs; mkdir -p $R
+RUNS=${RUNS:-kvasir cvc busi polyp}
+if [ -n "${EPOCHS:-}" ]; then echo "epochs given: $EPOCHS"; else
 timeout 120 python3 -m lvunet_edge.cli --data "$DATA/kvasir-seg" --out $R/kvasir-timing --epochs 5 --no-progress $EXTRA > $R/kvasir-timing.out 2>&1
 cp $R/kvasir-timing/log.jsonl "$OUT/kvasir-timing-log.jsonl"
 EPOCHS=$(python3 - "$R/kvasir-timing/log.jsonl" "$BUDGET" "$(elapsed)" "$KEPOCHS" "${MIN_EPOCHS:-30}" <<'PY'
@@ -39,19 +41,20 @@ print(max(int(sys.argv[5]), min(100, int(others))))
 PY
 )
 echo "kvasir clean epoch times: $(python3 -c "import json;print([round(json.loads(l)['epoch_time_s'],2) for l in open('$R/kvasir-timing/log.jsonl')])"); other runs get $EPOCHS epochs; at $(elapsed) s"
+fi
 
-run() { name=$1; shift; python3 -m lvunet_edge.cli --out $R/$name --no-progress $EXTRA "$@" > $R/$name.out 2>&1 & echo $! > $R/$name.pid; }
-run kvasir --data "$DATA/kvasir-seg" --epochs "$KEPOCHS"
-run cvc --data "$DATA/cvc-clinicdb" --epochs "$EPOCHS"
-run busi --data "$DATA/busi" --epochs "$EPOCHS"
-run polyp --data "$DATA/polyp" --split-file "$DATA/polyp-pranet-test.txt" --epochs "$EPOCHS"
+run() { name=$1; shift; case " $RUNS " in *" $name "*) ;; *) return;; esac; python3 -m lvunet_edge.cli --out $R/$name --no-progress $EXTRA "$@" > $R/$name.out 2>&1 & echo $! > $R/$name.pid; }
+run kvasir --data "$DATA/kvasir-seg" --epochs "$KEPOCHS" ${ARGS_kvasir:-}
+run cvc --data "$DATA/cvc-clinicdb" --epochs "$EPOCHS" ${ARGS_cvc:-}
+run busi --data "$DATA/busi" --epochs "$EPOCHS" ${ARGS_busi:-}
+run polyp --data "$DATA/polyp" --split-file "$DATA/polyp-pranet-test.txt" --epochs "$EPOCHS" ${ARGS_polyp:-}
 while [ "$(elapsed)" -lt "$DEADLINE_S" ]; do
-  alive=0; for n in kvasir cvc busi polyp; do kill -0 "$(cat $R/$n.pid)" 2>/dev/null && alive=1; done
+  alive=0; for n in $RUNS; do kill -0 "$(cat $R/$n.pid)" 2>/dev/null && alive=1; done
   [ $alive = 0 ] && break; sleep 5
 done
-for n in kvasir cvc busi polyp; do kill "$(cat $R/$n.pid)" 2>/dev/null && echo "deadline: killed $n"; done
+for n in $RUNS; do kill "$(cat $R/$n.pid)" 2>/dev/null && echo "deadline: killed $n"; done
 sleep 2
-for n in kvasir cvc busi polyp; do
+for n in $RUNS; do
   echo "== $n"; tail -3 $R/$n.out
   files="$n/log.jsonl $n/split.json $n/train.log $n/best.pt"
   [ -f $R/$n/metrics.json ] && files="$files $n/metrics.json" || files="$files $n/last.pt"

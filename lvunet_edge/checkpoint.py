@@ -109,6 +109,6 @@ def load_checkpoint(
     except (LVUNetError, KeyError, RuntimeError, TypeError) as exc:
         first_line = str(exc).strip().splitlines()[0]
         raise CheckpointError(f"{path} does not match its LV-UNet config: {first_line}") from exc
-    model.eval()
+    model.to(map_location).eval()
     info = {k: v for k, v in payload.items() if k != "state_dict"}
     return model, info
