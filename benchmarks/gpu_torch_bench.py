@@ -61,7 +61,9 @@ def main() -> None:
         for dtype in (torch.float32, torch.float16):
             model = base.to(dtype)
             for batch in (1, 8, 64):
-                x = torch.randn(batch, 3, args.image_size, args.image_size, device=device, dtype=dtype)
+                x = torch.randn(
+                    batch, 3, args.image_size, args.image_size, device=device, dtype=dtype
+                )
                 modes = {"eager": lambda m=model, x=x: m(x)}
                 if form == "fused":
                     modes["cuda-graph"] = _graphed(model, x)
@@ -69,19 +71,33 @@ def main() -> None:
                     with torch.no_grad():
                         times = _time(fn, args.runs)
                     median = statistics.median(times)
-                    results.append({
-                        "form": form, "dtype": str(dtype).replace("torch.", ""), "batch": batch,
-                        "mode": mode, "median_ms": median, "min_ms": min(times),
-                        "max_ms": max(times), "images_per_s": batch / median * 1e3,
-                    })
-                    print(f"{form:13s} {results[-1]['dtype']:8s} {mode:10s} batch {batch:3d}: "
-                          f"{median:7.3f} ms  ({results[-1]['images_per_s']:9.0f} images/s)")
+                    results.append(
+                        {
+                            "form": form,
+                            "dtype": str(dtype).replace("torch.", ""),
+                            "batch": batch,
+                            "mode": mode,
+                            "median_ms": median,
+                            "min_ms": min(times),
+                            "max_ms": max(times),
+                            "images_per_s": batch / median * 1e3,
+                        }
+                    )
+                    print(
+                        f"{form:13s} {results[-1]['dtype']:8s} {mode:10s} batch {batch:3d}: "
+                        f"{median:7.3f} ms  ({results[-1]['images_per_s']:9.0f} images/s)"
+                    )
             base.float()
     report = {
-        "machine": {"gpu": torch.cuda.get_device_name(), "torch": torch.__version__,
-                    "python": platform.python_version()},
-        "image_size": args.image_size, "runs": args.runs,
-        "macs_fused": count_macs(fused.float()), "results": results,
+        "machine": {
+            "gpu": torch.cuda.get_device_name(),
+            "torch": torch.__version__,
+            "python": platform.python_version(),
+        },
+        "image_size": args.image_size,
+        "runs": args.runs,
+        "macs_fused": count_macs(fused.float()),
+        "results": results,
     }
     if args.json:
         with open(args.json, "w") as handle:

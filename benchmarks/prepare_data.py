@@ -37,8 +37,11 @@ def main() -> None:
                 rgb = cv2.resize(to_rgb8(image), (SIZE, SIZE), interpolation=cv2.INTER_AREA)
             mask, _ = read_mask(pair.mask)
             mask = cv2.resize(mask * 255, (SIZE, SIZE), interpolation=cv2.INTER_AREA) > 127
-            cv2.imwrite(str(out / "images" / f"{pair.id}.jpg"), rgb[..., ::-1],
-                        [cv2.IMWRITE_JPEG_QUALITY, args.quality])
+            cv2.imwrite(
+                str(out / "images" / f"{pair.id}.jpg"),
+                rgb[..., ::-1],
+                [cv2.IMWRITE_JPEG_QUALITY, args.quality],
+            )
             cv2.imwrite(str(out / "masks" / f"{pair.id}.png"), mask.astype(np.uint8) * 255)
     splits = args.shared / "splits"
     for part in ("train", "test"):

@@ -73,6 +73,7 @@ class FusibleBlock(nn.Module):
         *,
         act_num: int = 1,
         deploy: bool = False,
+        relu_only: bool = False,
     ) -> None:
         super().__init__()
         if resample not in ("down", "up"):
@@ -89,7 +90,8 @@ class FusibleBlock(nn.Module):
             self.conv2 = nn.Conv2d(in_channels, out_channels, 1)
             self.bn2 = nn.BatchNorm2d(out_channels, eps=BN_EPS)
             self.register_buffer("slope", torch.tensor(0.0))
-        self.act = SeriesActivation(out_channels, act_num, deploy=deploy)
+        # relu_only: the activation's depthwise conv was merged into the next layer (LV-UNet's head).
+        self.act = nn.ReLU() if relu_only else SeriesActivation(out_channels, act_num, deploy=deploy)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.deploy:
@@ -130,5 +132,6 @@ class FusibleBlock(nn.Module):
         for name in ("conv1", "bn1", "conv2", "bn2"):
             delattr(self, name)
         del self._buffers["slope"]
-        self.act.reparameterize()
+        if isinstance(self.act, SeriesActivation):
+            self.act.reparameterize()
         self.deploy = True

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
-from typing import Optional
 
 import typer
 
@@ -16,11 +15,11 @@ app = typer.Typer(add_completion=False, help="Train LV-UNet on a folder of image
 
 @app.command()
 def train_command(
-    data: Optional[Path] = typer.Option(None, help="Folder with images/ and masks/."),
+    data: Path | None = typer.Option(None, help="Folder with images/ and masks/."),
     out: Path = typer.Option(Path("runs/lvunet"), help="Run folder (checkpoints, logs, metrics)."),
     image_size: int = typer.Option(256, help="Training and evaluation size (multiple of 128)."),
     epochs: int = typer.Option(300),
-    deep_epochs: Optional[int] = typer.Option(None, help="Deep-training epochs (default 90%)."),
+    deep_epochs: int | None = typer.Option(None, help="Deep-training epochs (default 90%)."),
     schedule: str = typer.Option("cosine", help="Slope schedule: cosine or linear."),
     batch_size: int = typer.Option(8),
     lr: float = typer.Option(1e-3),
@@ -29,17 +28,17 @@ def train_command(
     device: str = typer.Option("auto", help="auto, cpu or cuda."),
     workers: int = typer.Option(4, help="Threads decoding images (once, before training)."),
     amp: bool = typer.Option(True, help="bfloat16 autocast on CUDA."),
-    pretrained: Optional[str] = typer.Option(
+    pretrained: str | None = typer.Option(
         None, help="torchvision MobileNetV3-Large weights file (or 'torchvision' for the cache)."
     ),
-    split_file: Optional[Path] = typer.Option(None, help="Test ids, one per line."),
-    val_file: Optional[Path] = typer.Option(None, help="Validation ids, one per line."),
+    split_file: Path | None = typer.Option(None, help="Test ids, one per line."),
+    val_file: Path | None = typer.Option(None, help="Validation ids, one per line."),
     combination: str = typer.Option("II", help="Pretrained depth: I, II or III."),
     act_num: int = typer.Option(1, help="Series-informed activation n (0-4)."),
     skip: str = typer.Option("add", help="Skip connections: add or concat."),
-    resume: Optional[Path] = typer.Option(None, help="Continue the run in this folder."),
+    resume: Path | None = typer.Option(None, help="Continue the run in this folder."),
     progress: bool = typer.Option(True, help="Show a progress bar."),
-    stop_after: Optional[int] = typer.Option(None, help="Stop after N epochs (resume later)."),
+    stop_after: int | None = typer.Option(None, help="Stop after N epochs (resume later)."),
 ) -> None:
     """Train, keep the best epoch at slope 1, and evaluate it trained and fused on the test split."""
     from lvunet_edge.train import TrainConfig, train
@@ -50,12 +49,25 @@ def train_command(
         config = None
         if resume is None:
             config = TrainConfig(
-                data=str(data), out=str(out), image_size=image_size, epochs=epochs,
-                deep_epochs=deep_epochs, schedule=schedule, batch_size=batch_size, lr=lr,
-                min_lr=min_lr, seed=seed, device=device, workers=workers, amp=amp,
-                pretrained=pretrained, split_file=str(split_file) if split_file else None,
-                val_file=str(val_file) if val_file else None, combination=combination,
-                act_num=act_num, skip=skip,
+                data=str(data),
+                out=str(out),
+                image_size=image_size,
+                epochs=epochs,
+                deep_epochs=deep_epochs,
+                schedule=schedule,
+                batch_size=batch_size,
+                lr=lr,
+                min_lr=min_lr,
+                seed=seed,
+                device=device,
+                workers=workers,
+                amp=amp,
+                pretrained=pretrained,
+                split_file=str(split_file) if split_file else None,
+                val_file=str(val_file) if val_file else None,
+                combination=combination,
+                act_num=act_num,
+                skip=skip,
             )
         else:
             config = TrainConfig(data=str(data or "."))  # replaced by the run's stored config

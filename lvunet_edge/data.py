@@ -70,7 +70,9 @@ def find_pairs(root: str | Path) -> list[Pair]:
     for path in sorted(image_dir.iterdir()):
         if path.suffix.lower() in IMAGE_SUFFIXES and not path.name.startswith("."):
             if path.stem in images:
-                problems.append(f"duplicate image id {path.stem}: {images[path.stem].name}, {path.name}")
+                problems.append(
+                    f"duplicate image id {path.stem}: {images[path.stem].name}, {path.name}"
+                )
             images[path.stem] = path
     masks: dict[str, Path] = {}
     for path in sorted(mask_dir.iterdir()):
@@ -92,7 +94,9 @@ def find_pairs(root: str | Path) -> list[Pair]:
 
 
 def _listing(title: str, problems: list[str], limit: int = 20) -> str:
-    shown = problems[:limit] + ([f"... and {len(problems) - limit} more"] if len(problems) > limit else [])
+    shown = problems[:limit] + (
+        [f"... and {len(problems) - limit} more"] if len(problems) > limit else []
+    )
     return title + ":\n  " + "\n  ".join(shown)
 
 

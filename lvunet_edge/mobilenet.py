@@ -148,7 +148,9 @@ class InvertedResidual(nn.Module):
         )
         if spec.use_se:
             layers.append(SqueezeExcitation(spec.expanded, _make_divisible(spec.expanded // 4)))
-        layers.append(ConvBNAct(spec.expanded, spec.out_channels, 1, activation=None, deploy=deploy))
+        layers.append(
+            ConvBNAct(spec.expanded, spec.out_channels, 1, activation=None, deploy=deploy)
+        )
         self.block = nn.Sequential(*layers)
         self.use_residual = spec.stride == 1 and spec.in_channels == spec.out_channels
 

@@ -114,7 +114,7 @@ def augment(
     """Random 90-degree rotation and horizontal/vertical flips per sample (NCHW / N1HW tensors)."""
     params = torch.randint(0, 4, (len(images), 3), generator=generator)
     out_images, out_masks = [], []
-    for (k, hflip, vflip), image, mask in zip(params.tolist(), images, masks):
+    for (k, hflip, vflip), image, mask in zip(params.tolist(), images, masks, strict=False):
         dims = [d for d, flip in ((2, hflip % 2), (1, vflip % 2)) if flip]
         image, mask = torch.rot90(image, k, (1, 2)), torch.rot90(mask, k, (1, 2))
         if dims:
@@ -128,8 +128,23 @@ def augment(
 def predict_logits(
     model: nn.Module, images: np.ndarray, device: torch.device, batch_size: int = 16
 ) -> np.ndarray:
-    """Logits (N, H, W) float32 for uint8 (N, H, W, 3) RGB images, in eval mode and float32."""
+    """Logits (N, H, W) float32 for uint8 (N, H, W, 3) RGB images, in eval mode and true float32.
+
+    TF32 is switched off for the call: on Ampere and later GPUs cuDNN convolutions default to TF32,
+    which moves logits by up to ~0.1 and would hide (or fake) a fused-vs-trained difference.
+    """
     model.eval()
+    saved = torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
+    torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False
+    try:
+        return _predict(model, images, device, batch_size)
+    finally:
+        torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = saved
+
+
+def _predict(
+    model: nn.Module, images: np.ndarray, device: torch.device, batch_size: int
+) -> np.ndarray:
     out = []
     for start in range(0, len(images), batch_size):
         batch = torch.from_numpy(images[start : start + batch_size]).to(device)
@@ -186,8 +201,10 @@ def train(
 
     pairs = find_pairs(config.data)
     dataset = load_dataset(pairs, config.image_size, config.workers)
-    split = state["split"] if state else make_split(
-        dataset.ids, config.seed, config.split_file, config.val_file
+    split = (
+        state["split"]
+        if state
+        else make_split(dataset.ids, config.seed, config.split_file, config.val_file)
     )
     train_set, val_set, test_set = (dataset.subset(split[k]) for k in ("train", "val", "test"))
     if not len(train_set.ids):
@@ -195,8 +212,11 @@ def train(
     if main:
         write_split(run_dir / "split.json", split)
         rules = ", ".join(f"{n} mask(s) binarised at {r}" for r, n in dataset.mask_rules.items())
-        _log(log_dir, f"data: {len(dataset.ids)} pairs from {config.data} ({rules}); split "
-             f"{len(train_set.ids)}/{len(val_set.ids)}/{len(test_set.ids)} ({split['source']})")
+        _log(
+            log_dir,
+            f"data: {len(dataset.ids)} pairs from {config.data} ({rules}); split "
+            f"{len(train_set.ids)}/{len(val_set.ids)}/{len(test_set.ids)} ({split['source']})",
+        )
 
     model = build_model(config.model_config)
     if config.pretrained and not state:
@@ -232,14 +252,20 @@ def train(
     steps_per_epoch = max(1, len(train_set.ids) // (config.batch_size * world))
     deep_steps = config.effective_deep_epochs * steps_per_epoch
     use_amp = config.amp and device.type == "cuda"
-    end_epoch = config.epochs if stop_after is None else min(config.epochs, start_epoch + stop_after)
+    end_epoch = (
+        config.epochs if stop_after is None else min(config.epochs, start_epoch + stop_after)
+    )
     for epoch in range(start_epoch, end_epoch):
         t0 = time.perf_counter()
         net.train()
         order = torch.randperm(len(train_set.ids), generator=generator)[rank::world]
         losses, tp_fp_fn = [], torch.zeros(3, device=device)
-        bar = tqdm(range(steps_per_epoch), desc=f"epoch {epoch + 1}/{config.epochs}",
-                   disable=not (progress and main), leave=False)
+        bar = tqdm(
+            range(steps_per_epoch),
+            desc=f"epoch {epoch + 1}/{config.epochs}",
+            disable=not (progress and main),
+            leave=False,
+        )
         for step in bar:
             slope = slope_schedule(epoch * steps_per_epoch + step, deep_steps, config.schedule)
             set_act_slope(model, slope)
@@ -253,8 +279,9 @@ def train(
             optimizer.step()
             with torch.no_grad():
                 pred, target = logits.detach() > 0, y > 0.5
-                tp_fp_fn += torch.stack([(pred & target).sum(), (pred & ~target).sum(),
-                                         (~pred & target).sum()]).float()
+                tp_fp_fn += torch.stack(
+                    [(pred & target).sum(), (pred & ~target).sum(), (~pred & target).sum()]
+                ).float()
             loss = loss.detach()
             losses.append(loss)
             if step % 10 == 0:
@@ -267,30 +294,49 @@ def train(
         if main:
             val = _evaluate_counts(model, val_set, device) if val_set.ids else {"iou": float("nan")}
             record = {
-                "epoch": epoch, "slope": end_slope, "lr": optimizer.param_groups[0]["lr"],
-                "train_loss": train_loss, "train_iou": tp / max(tp + fp + fn, 1),
-                "val_iou": val["iou"], "val_dice": val.get("dice", float("nan")),
-                "train_time_s": train_time, "epoch_time_s": time.perf_counter() - t0,
+                "epoch": epoch,
+                "slope": end_slope,
+                "lr": optimizer.param_groups[0]["lr"],
+                "train_loss": train_loss,
+                "train_iou": tp / max(tp + fp + fn, 1),
+                "val_iou": val["iou"],
+                "val_dice": val.get("dice", float("nan")),
+                "train_time_s": train_time,
+                "epoch_time_s": time.perf_counter() - t0,
             }
             history.append(record)
             with open(run_dir / "log.jsonl", "a") as handle:
                 handle.write(json.dumps(record) + "\n")
-            fusible = end_slope == 1.0 and slope_schedule(
-                epoch * steps_per_epoch, deep_steps, config.schedule) == 1.0
+            fusible = (
+                end_slope == 1.0
+                and slope_schedule(epoch * steps_per_epoch, deep_steps, config.schedule) == 1.0
+            )
             val_score = val["iou"] if val_set.ids else -train_loss
-            info = {"train_config": asdict(config), "split": split, "epoch": epoch,
-                    "metrics": {"val": val}}
+            info = {
+                "train_config": asdict(config),
+                "split": split,
+                "epoch": epoch,
+                "metrics": {"val": val},
+            }
             if fusible and val_score > best["val_iou"]:
                 best = {"epoch": epoch, "val_iou": val_score}
                 save_checkpoint(run_dir / "best.pt", model, **info, best=best)
             save_checkpoint(
-                run_dir / "last.pt", model, **info, best=best,
-                optimizer=optimizer.state_dict(), scheduler=scheduler.state_dict(),
-                generator=generator.get_state(), torch_rng=torch.get_rng_state(),
+                run_dir / "last.pt",
+                model,
+                **info,
+                best=best,
+                optimizer=optimizer.state_dict(),
+                scheduler=scheduler.state_dict(),
+                generator=generator.get_state(),
+                torch_rng=torch.get_rng_state(),
             )
-            _log(log_dir, f"epoch {epoch + 1}/{config.epochs} slope {end_slope:.4f} loss "
-                 f"{train_loss:.4f} train IoU {record['train_iou']:.4f} val IoU {val['iou']:.4f} "
-                 f"({record['epoch_time_s']:.1f} s)")
+            _log(
+                log_dir,
+                f"epoch {epoch + 1}/{config.epochs} slope {end_slope:.4f} loss "
+                f"{train_loss:.4f} train IoU {record['train_iou']:.4f} val IoU {val['iou']:.4f} "
+                f"({record['epoch_time_s']:.1f} s)",
+            )
     if world > 1:
         dist.barrier()
         dist.destroy_process_group()
@@ -304,9 +350,12 @@ def train(
     metrics["epochs"] = config.epochs
     metrics["deep_epochs"] = config.effective_deep_epochs
     (run_dir / "metrics.json").write_text(json.dumps(metrics, indent=1) + "\n")
-    _log(log_dir, f"test ({len(test_set.ids)} images): trained IoU {metrics['trained']['iou']:.4f} "
-         f"Dice {metrics['trained']['dice']:.4f}; fused IoU {metrics['fused']['iou']:.4f} "
-         f"Dice {metrics['fused']['dice']:.4f}; max |logit diff| {metrics['max_abs_logit_diff']:.2e}")
+    _log(
+        log_dir,
+        f"test ({len(test_set.ids)} images): trained IoU {metrics['trained']['iou']:.4f} "
+        f"Dice {metrics['trained']['dice']:.4f}; fused IoU {metrics['fused']['iou']:.4f} "
+        f"Dice {metrics['fused']['dice']:.4f}; max |logit diff| {metrics['max_abs_logit_diff']:.2e}",
+    )
     return metrics
 
 
@@ -333,5 +382,7 @@ def evaluate_trained_and_fused(checkpoint: str | Path, dataset, device: torch.de
     result["pixel_agreement"] = float(((trained_logits > 0) == (fused_logits > 0)).mean())
     gap = max(abs(result["trained"][k] - result["fused"][k]) for k in ("iou", "dice"))
     if gap > FUSED_TOLERANCE:
-        raise LVUNetError(f"fused and trained test metrics differ by {gap:.4f} (> {FUSED_TOLERANCE})")
+        raise LVUNetError(
+            f"fused and trained test metrics differ by {gap:.4f} (> {FUSED_TOLERANCE})"
+        )
     return result

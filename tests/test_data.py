@@ -40,7 +40,9 @@ def test_unpaired_files_are_listed_together(tmp_path):
     with pytest.raises(DataError) as info:
         find_pairs(tmp_path)
     message = str(info.value)
-    assert "image without mask: lonely.png" in message and "mask without image: orphan.png" in message
+    assert (
+        "image without mask: lonely.png" in message and "mask without image: orphan.png" in message
+    )
 
 
 def test_missing_and_empty_folders(tmp_path):
@@ -72,7 +74,7 @@ def test_modes_are_converted_and_masks_binarised(tmp_path):
         _write_pair(tmp_path, stem, image, _mask(value=1 if stem == "g" else 255))
     dataset = load_dataset(find_pairs(tmp_path), 128)
     assert dataset.images.shape == (4, 128, 128, 3) and dataset.images.dtype == np.uint8
-    by_id = dict(zip(dataset.ids, dataset.images))
+    by_id = dict(zip(dataset.ids, dataset.images, strict=False))
     assert by_id["s"].min() == 255  # 16-bit white stays white, not clipped or wrapped
     assert tuple(by_id["r"][0, 0]) == (200, 100, 50)
     assert set(np.unique(dataset.masks)) == {0, 1}

@@ -71,21 +71,28 @@ def test_resume_continues_exactly(tmp_path, finished_run):
     assert metrics["trained"] == json.loads((full_dir / "metrics.json").read_text())["trained"]
     a, _ = load_checkpoint(full_dir / "last.pt")
     b, _ = load_checkpoint(out / "last.pt")
-    for (key, va), vb in zip(a.state_dict().items(), b.state_dict().values()):
+    for (key, va), vb in zip(a.state_dict().items(), b.state_dict().values(), strict=False):
         assert torch.equal(va, vb), key
 
 
 def _cli(*args, env=None):
     return subprocess.run(
-        [sys.executable, "-m", "lvunet_edge.cli", *args], capture_output=True, text=True,
-        cwd=ROOT, env=env, timeout=600,
+        [sys.executable, "-m", "lvunet_edge.cli", *args],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        env=env,
+        timeout=600,
     )
 
 
 def test_cli_errors_are_one_line(tmp_path):
     result = _cli("--data", str(tmp_path / "missing"), "--out", str(tmp_path / "o"))
     assert result.returncode == 1
-    assert result.stderr.strip().startswith("lvunet-train: error:") and "Traceback" not in result.stderr
+    assert (
+        result.stderr.strip().startswith("lvunet-train: error:")
+        and "Traceback" not in result.stderr
+    )
     result = _cli("--data", str(DATA), "--image-size", "100", "--out", str(tmp_path / "o"))
     assert result.returncode == 1 and "multiple of 128" in result.stderr
     empty = tmp_path / "empty"
@@ -101,11 +108,34 @@ def test_ddp_two_cpu_processes_gloo(tmp_path):
     shutil.copytree(DATA, data)
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
     result = subprocess.run(
-        [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
-         "--master_port", "29531", "-m", "lvunet_edge.cli", "--data", str(data), "--out",
-         str(tmp_path / "ddp"), "--image-size", "128", "--epochs", "2", "--batch-size", "2",
-         "--device", "cpu", "--no-progress"],
-        capture_output=True, text=True, env=env, timeout=600,
+        [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--nproc_per_node",
+            "2",
+            "--master_port",
+            "29531",
+            "-m",
+            "lvunet_edge.cli",
+            "--data",
+            str(data),
+            "--out",
+            str(tmp_path / "ddp"),
+            "--image-size",
+            "128",
+            "--epochs",
+            "2",
+            "--batch-size",
+            "2",
+            "--device",
+            "cpu",
+            "--no-progress",
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=600,
     )
     assert result.returncode == 0, result.stderr[-2000:]
     log = _log(tmp_path / "ddp")

@@ -1,0 +1,58 @@
+"""``lvunet-export``: a thin typer wrapper over :func:`lvunet_export.export.export_onnx`."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+app = typer.Typer(add_completion=False, help="Fuse, export, simplify and verify an LV-UNet checkpoint.")
+
+
+@app.command()
+def export_command(
+    ckpt: Path = typer.Option(..., help="Training checkpoint (best.pt from lvunet-train)."),
+    out: Path = typer.Option(..., help="ONNX file to write."),
+    opset: int = typer.Option(17),
+    image_size: int = typer.Option(256),
+    dynamic_batch: bool = typer.Option(True, help="Dynamic batch axis."),
+    precision: str = typer.Option("fp32", help="fp32, fp16 (GPU providers) or int8 (static QDQ)."),
+    calib: Optional[Path] = typer.Option(None, help="Calibration images for int8."),
+    simplify: bool = typer.Option(True, help="Simplify with onnxsim."),
+    verify_images: Optional[Path] = typer.Option(None, help="Real images for the parity checks."),
+    uint8_input: bool = typer.Option(False, help="Take uint8 NHWC RGB; normalise inside the graph."),
+    label: Optional[str] = typer.Option(None, help="Name of the segmented structure."),
+    overwrite: bool = typer.Option(False, help="Replace an existing output file."),
+) -> None:
+    """Export CKPT to OUT and prove that ONNX Runtime computes what the trained model computes."""
+    from lvunet_edge import LVUNetError
+    from lvunet_export.export import export_onnx
+
+    try:
+        report = export_onnx(
+            ckpt, out, opset=opset, image_size=image_size, dynamic_batch=dynamic_batch,
+            precision=precision, calib=calib, simplify=simplify, verify_images=verify_images,
+            uint8_input=uint8_input, label=label, overwrite=overwrite,
+        )
+    except LVUNetError as exc:
+        typer.echo(f"lvunet-export: error: {str(exc).splitlines()[0]}", err=True)
+        raise typer.Exit(1) from None
+    for step in report.steps:
+        typer.echo(f"  - {step}")
+    typer.echo(
+        f"wrote {out} ({report.size_bytes / 1e6:.2f} MB, {report.nodes} nodes, {report.precision})"
+    )
+    for note in report.notes:
+        typer.echo(f"note: {note}")
+    typer.echo(f"next: lvunet-infer IMAGE --model {out}\n      lvunet-bench --model {out}")
+
+
+def main() -> None:
+    """Console entry point."""
+    sys.exit(app())
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,95 @@
+"""Reading images safely into 8-bit RGB, and writing outputs atomically.
+
+Any common mode is converted (grayscale, palette, RGBA, CMYK, 16-bit), EXIF orientation is applied, and
+an image whose header claims more than ``max_pixels`` is refused before it is decoded (decompression bombs).
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from lvunet_runtime.errors import ImageError, OutputError
+
+DEFAULT_MAX_PIXELS = 100_000_000
+Image.MAX_IMAGE_PIXELS = None  # we check the size ourselves, with a message, before decoding
+_SIXTEEN_BIT = ("I;16", "I;16B", "I;16L", "I", "F")
+
+
+def to_rgb8(image: Image.Image) -> np.ndarray:
+    """A decoded PIL image of any mode as an HxWx3 uint8 RGB array (EXIF orientation applied)."""
+    image = ImageOps.exif_transpose(image)
+    if image.mode in _SIXTEEN_BIT:
+        array = np.asarray(image).astype(np.float32)
+        top = 65535.0 if image.mode.startswith("I;16") or array.max() > 255 else 255.0
+        gray = np.clip(array * (255.0 / top) + 0.5, 0, 255).astype(np.uint8)
+        return np.repeat(gray[..., None], 3, axis=2)
+    if image.mode == "RGBA" or image.mode == "LA" or "transparency" in image.info:
+        return np.asarray(image.convert("RGBA").convert("RGB"))
+    return np.asarray(image.convert("RGB") if image.mode != "RGB" else image)
+
+
+def load_image(
+    path: str | Path, *, max_pixels: int = DEFAULT_MAX_PIXELS, reduce_to: int | None = None
+) -> tuple[np.ndarray, tuple[int, int]]:
+    """Load an image file as RGB uint8.
+
+    Args:
+        path: image file.
+        max_pixels: refuse larger images before decoding.
+        reduce_to: if given, a JPEG may be decoded at 1/2, 1/4 or 1/8 scale (DCT scaling) as long as
+            both sides stay at least this large; the caller only needs a model-sized input then.
+
+    Returns:
+        ``(rgb, (height, width))``: the array and the image's full, EXIF-oriented size.
+
+    Raises:
+        ImageError: missing, not an image, corrupt or truncated, or too large.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise ImageError(f"{path}: file not found")
+    if path.is_dir():
+        raise ImageError(f"{path}: is a folder, not an image")
+    try:
+        with Image.open(path) as image:
+            width, height = image.size
+            if width * height > max_pixels:
+                raise ImageError(
+                    f"{path}: {width}x{height} is {width * height / 1e6:.0f} megapixels, over the "
+                    f"limit of {max_pixels / 1e6:.0f}; raise --max-pixels if you trust this file"
+                )
+            transposed = image.getexif().get(0x0112, 1) in (5, 6, 7, 8)
+            full = (width, height) if not transposed else (height, width)
+            if reduce_to and image.format == "JPEG":
+                image.draft("RGB", (reduce_to, reduce_to))
+            image.load()
+            rgb = to_rgb8(image)
+    except ImageError:
+        raise
+    except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as exc:
+        kind = "not an image or unsupported format" if isinstance(exc, UnidentifiedImageError) else (
+            f"corrupt or truncated image ({exc})"
+        )
+        raise ImageError(f"{path}: {kind}") from None
+    return rgb, (full[1], full[0])
+
+
+def write_atomic(path: Path, data: bytes) -> None:
+    """Write bytes via a temporary file and rename, so an interrupted run leaves no half-written file."""
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    except OSError as exc:
+        raise OutputError(f"cannot write into {path.parent}: {exc.strerror}") from None
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise

@@ -1,0 +1,67 @@
+"""Pre- and post-processing as the metadata contract defines them (no maths anywhere else)."""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+
+from lvunet_runtime.contract import LAYOUT_UINT8_NHWC, ModelContract
+
+_INTERPOLATION = {
+    "area": cv2.INTER_AREA,
+    "linear": cv2.INTER_LINEAR,
+    "cubic": cv2.INTER_CUBIC,
+    "nearest": cv2.INTER_NEAREST,
+}
+
+
+def resize_input(rgb: np.ndarray, contract: ModelContract) -> np.ndarray:
+    """RGB uint8 (H, W, 3) resized to the model's input size with the contract's interpolation."""
+    size = (contract.input_width, contract.input_height)
+    if rgb.shape[1::-1] == size:
+        return rgb
+    return cv2.resize(rgb, size, interpolation=_INTERPOLATION[contract.resize_interpolation])
+
+
+def to_model_input(batch: np.ndarray, contract: ModelContract) -> np.ndarray:
+    """Resized uint8 (B, H, W, 3) RGB -> what the graph takes (float NCHW normalised, or as is)."""
+    if contract.input_layout == LAYOUT_UINT8_NHWC:
+        return np.ascontiguousarray(batch)
+    scale = np.float32(contract.pixel_scale) / np.asarray(contract.std, np.float32)
+    shift = np.asarray(contract.mean, np.float32) / np.asarray(contract.std, np.float32)
+    x = batch.astype(np.float32) * scale - shift  # (x * pixel_scale - mean) / std, fused
+    return np.ascontiguousarray(x.transpose(0, 3, 1, 2))
+
+
+def preprocess(images: list[np.ndarray], contract: ModelContract) -> np.ndarray:
+    """A list of RGB uint8 images of any size -> one model input batch."""
+    return to_model_input(np.stack([resize_input(im, contract) for im in images]), contract)
+
+
+def sigmoid(logits: np.ndarray) -> np.ndarray:
+    """Numerically stable logistic function, float32."""
+    logits = logits.astype(np.float32, copy=False)
+    return (0.5 * (np.tanh(0.5 * logits) + 1.0)).astype(np.float32, copy=False)
+
+
+def postprocess(
+    logits: np.ndarray, size: tuple[int, int], threshold: float
+) -> tuple[np.ndarray, np.ndarray]:
+    """Model logits (h, w) -> probability map and binary mask at the image's ``size`` (height, width).
+
+    The probabilities are resized back (bilinear), then thresholded: foreground where prob > threshold.
+    """
+    prob = sigmoid(logits)
+    height, width = size
+    if prob.shape != (height, width):
+        prob = cv2.resize(prob, (width, height), interpolation=cv2.INTER_LINEAR)
+    return prob, prob > threshold
+
+
+def keep_largest_region(mask: np.ndarray) -> np.ndarray:
+    """Only the largest 8-connected foreground region of a boolean mask."""
+    count, labels, stats, _ = cv2.connectedComponentsWithStats(mask.astype(np.uint8), connectivity=8)
+    if count <= 2:
+        return mask
+    largest = 1 + int(np.argmax(stats[1:, cv2.CC_STAT_AREA]))
+    return labels == largest
