@@ -29,7 +29,9 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("runs", nargs="+", help="NAME=RUN_DIR:DATA_DIR")
     parser.add_argument("--out", type=Path, required=True)
-    parser.add_argument("--machine", default="one NVIDIA H200 (lent machine), torch 2.11 bf16 autocast")
+    parser.add_argument(
+        "--machine", default="one NVIDIA H200 (lent machine), torch 2.11 bf16 autocast"
+    )
     args = parser.parse_args()
     rows, details = [], {}
     for spec in args.runs:

@@ -91,7 +91,9 @@ class FusibleBlock(nn.Module):
             self.bn2 = nn.BatchNorm2d(out_channels, eps=BN_EPS)
             self.register_buffer("slope", torch.tensor(0.0))
         # relu_only: the activation's depthwise conv was merged into the next layer (LV-UNet's head).
-        self.act = nn.ReLU() if relu_only else SeriesActivation(out_channels, act_num, deploy=deploy)
+        self.act = (
+            nn.ReLU() if relu_only else SeriesActivation(out_channels, act_num, deploy=deploy)
+        )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.deploy:

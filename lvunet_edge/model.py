@@ -160,7 +160,9 @@ class LVUNet(nn.Module):
         head_weight = self.head.weight[:, :, 0, 0]  # (num_classes, C)
         weight = head_weight[:, :, None, None] * act.weight[:, 0][None]  # (num_classes, C, k, k)
         bias = head_weight @ act.bias + self.head.bias
-        head = nn.Conv2d(act.channels, self.config.num_classes, weight.shape[-1], padding=act.act_num)
+        head = nn.Conv2d(
+            act.channels, self.config.num_classes, weight.shape[-1], padding=act.act_num
+        )
         head = head.to(weight.device, weight.dtype)
         head.weight.copy_(weight)
         head.bias.copy_(bias)

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import Optional
 
 import typer
 
-app = typer.Typer(add_completion=False, help="Fuse, export, simplify and verify an LV-UNet checkpoint.")
+app = typer.Typer(
+    add_completion=False, help="Fuse, export, simplify and verify an LV-UNet checkpoint."
+)
 
 
 @app.command()
@@ -19,11 +20,13 @@ def export_command(
     image_size: int = typer.Option(256),
     dynamic_batch: bool = typer.Option(True, help="Dynamic batch axis."),
     precision: str = typer.Option("fp32", help="fp32, fp16 (GPU providers) or int8 (static QDQ)."),
-    calib: Optional[Path] = typer.Option(None, help="Calibration images for int8."),
+    calib: Path | None = typer.Option(None, help="Calibration images for int8."),
     simplify: bool = typer.Option(True, help="Simplify with onnxsim."),
-    verify_images: Optional[Path] = typer.Option(None, help="Real images for the parity checks."),
-    uint8_input: bool = typer.Option(False, help="Take uint8 NHWC RGB; normalise inside the graph."),
-    label: Optional[str] = typer.Option(None, help="Name of the segmented structure."),
+    verify_images: Path | None = typer.Option(None, help="Real images for the parity checks."),
+    uint8_input: bool = typer.Option(
+        False, help="Take uint8 NHWC RGB; normalise inside the graph."
+    ),
+    label: str | None = typer.Option(None, help="Name of the segmented structure."),
     overwrite: bool = typer.Option(False, help="Replace an existing output file."),
 ) -> None:
     """Export CKPT to OUT and prove that ONNX Runtime computes what the trained model computes."""
@@ -32,9 +35,18 @@ def export_command(
 
     try:
         report = export_onnx(
-            ckpt, out, opset=opset, image_size=image_size, dynamic_batch=dynamic_batch,
-            precision=precision, calib=calib, simplify=simplify, verify_images=verify_images,
-            uint8_input=uint8_input, label=label, overwrite=overwrite,
+            ckpt,
+            out,
+            opset=opset,
+            image_size=image_size,
+            dynamic_batch=dynamic_batch,
+            precision=precision,
+            calib=calib,
+            simplify=simplify,
+            verify_images=verify_images,
+            uint8_input=uint8_input,
+            label=label,
+            overwrite=overwrite,
         )
     except LVUNetError as exc:
         typer.echo(f"lvunet-export: error: {str(exc).splitlines()[0]}", err=True)

@@ -12,24 +12,23 @@ from __future__ import annotations
 import hashlib
 import os
 import tempfile
-import time
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import lvunet_runtime
 import numpy as np
 import onnx
 import onnxruntime as ort
 import torch
-from torch import nn
-
-import lvunet_runtime
-from lvunet_edge import LVUNetError, load_checkpoint, reparameterize_model
-from lvunet_edge.checkpoint import read_checkpoint
 from lvunet_runtime.contract import LAYOUT_FLOAT_NCHW, LAYOUT_UINT8_NHWC, ModelContract
 from lvunet_runtime.image import load_image
 from lvunet_runtime.processing import preprocess
+from torch import nn
+
+from lvunet_edge import LVUNetError, load_checkpoint, reparameterize_model
+from lvunet_edge.checkpoint import read_checkpoint
 
 FP32_TOLERANCE = 1e-4  # max |logit| difference allowed between torch and ONNX Runtime (fp32)
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff")
@@ -90,13 +89,22 @@ def _verify_batch(folder: Path | None, contract: ModelContract, limit: int = 16)
     if not paths:
         raise ExportError(f"no images in {folder}")
     images = [load_image(p)[0] for p in paths]
-    resized = preprocess(images, ModelContract(input_layout=LAYOUT_UINT8_NHWC, input_height=contract.input_height, input_width=contract.input_width))
+    resized = preprocess(
+        images,
+        ModelContract(
+            input_layout=LAYOUT_UINT8_NHWC,
+            input_height=contract.input_height,
+            input_width=contract.input_width,
+        ),
+    )
     return resized
 
 
 def _float_input(batch_uint8: np.ndarray, contract: ModelContract) -> np.ndarray:
     nchw = ModelContract(
-        input_layout=LAYOUT_FLOAT_NCHW, mean=contract.mean, std=contract.std,
+        input_layout=LAYOUT_FLOAT_NCHW,
+        mean=contract.mean,
+        std=contract.std,
         pixel_scale=contract.pixel_scale,
     )
     from lvunet_runtime.processing import to_model_input
@@ -117,7 +125,11 @@ def _run_ort(path: Path, feed: np.ndarray, contract: ModelContract) -> np.ndarra
     outputs = []
     step = 1 if not contract.dynamic_batch else len(feed)
     for start in range(0, len(feed), step):
-        outputs.append(session.run([contract.output_name], {contract.input_name: feed[start : start + step]})[0])
+        outputs.append(
+            session.run([contract.output_name], {contract.input_name: feed[start : start + step]})[
+                0
+            ]
+        )
     return np.concatenate(outputs)[:, 0]
 
 
@@ -195,14 +207,20 @@ def export_onnx(
         test_metrics=dict(info.get("test_metrics", metrics)),
         source_sha256=_sha256(checkpoint),
         versions={
-            "torch": torch.__version__, "onnx": onnx.__version__, "onnxruntime": ort.__version__,
+            "torch": torch.__version__,
+            "onnx": onnx.__version__,
+            "onnxruntime": ort.__version__,
             "lvunet_runtime": lvunet_runtime.__version__,
         },
     )
 
     # Step 3: fused vs trained in torch, on random inputs and on real images.
     generator = torch.Generator().manual_seed(0)
-    random_batch = (torch.rand(2, image_size, image_size, 3, generator=generator) * 255).to(torch.uint8).numpy()
+    random_batch = (
+        (torch.rand(2, image_size, image_size, 3, generator=generator) * 255)
+        .to(torch.uint8)
+        .numpy()
+    )
     real_batch = _verify_batch(Path(verify_images) if verify_images else None, contract)
     report.verify_images = len(real_batch)
     inputs = np.concatenate([random_batch, real_batch])
@@ -234,13 +252,21 @@ def export_onnx(
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             torch.onnx.export(
-                export_module, (example,), str(tmp), opset_version=opset, dynamo=False,
-                input_names=[contract.input_name], output_names=[contract.output_name],
-                dynamic_axes=axes if dynamic_batch else None, do_constant_folding=True,
+                export_module,
+                (example,),
+                str(tmp),
+                opset_version=opset,
+                dynamo=False,
+                input_names=[contract.input_name],
+                output_names=[contract.output_name],
+                dynamic_axes=axes if dynamic_batch else None,
+                do_constant_folding=True,
             )
         model = onnx.load(str(tmp))
         onnx.checker.check_model(model, full_check=True)
-        report.steps.append(f"torch.onnx.export (TorchScript exporter, opset {opset}) + onnx.checker")
+        report.steps.append(
+            f"torch.onnx.export (TorchScript exporter, opset {opset}) + onnx.checker"
+        )
         if simplify:
             import onnxsim
 
@@ -257,7 +283,9 @@ def export_onnx(
         for key, value in contract.to_metadata().items():
             entry = model.metadata_props.add()
             entry.key, entry.value = key, value
-        model.doc_string = f"LV-UNet ({contract.label}) exported by lvunet-export from {checkpoint.name}"
+        model.doc_string = (
+            f"LV-UNet ({contract.label}) exported by lvunet-export from {checkpoint.name}"
+        )
         onnx.save(model, str(tmp))
         if precision == "int8":
             _quantize_int8(fp32_model, tmp, Path(calib), contract)
@@ -277,7 +305,9 @@ def export_onnx(
         ort_masks, torch_masks = ort_logits > 0, fused_logits > 0
         report.mask_agreement = float((ort_masks == torch_masks).mean())
         real = slice(len(random_batch), None)
-        report.dice_vs_fp32 = float(np.mean([_dice(a, b) for a, b in zip(ort_masks[real], torch_masks[real], strict=True)]))
+        report.dice_vs_fp32 = float(
+            np.mean([_dice(a, b) for a, b in zip(ort_masks[real], torch_masks[real], strict=True)])
+        )
         report.steps.append(
             f"ONNX Runtime vs torch: {report.ort_vs_torch_max_abs:.2e} max |logit diff|, "
             f"{report.mask_agreement:.6f} pixel agreement, mask Dice {report.dice_vs_fp32:.4f} on real images"
@@ -287,7 +317,9 @@ def export_onnx(
                 f"ONNX Runtime differs from torch by {report.ort_vs_torch_max_abs:.2e} (> {FP32_TOLERANCE:g})"
             )
         if precision == "fp32" and report.mask_agreement != 1.0:
-            raise ExportError(f"ONNX Runtime masks differ from torch's ({report.mask_agreement:.6f} agreement)")
+            raise ExportError(
+                f"ONNX Runtime masks differ from torch's ({report.mask_agreement:.6f} agreement)"
+            )
         if precision != "fp32":
             report.notes.append(
                 f"{precision}: mask Dice {report.dice_vs_fp32:.4f} vs the fp32 model on the verify "
@@ -330,22 +362,39 @@ class _CalibrationReader:
 
     def __init__(self, folder: Path, contract: ModelContract) -> None:
         batch = _verify_batch(folder, contract, limit=64)
-        self._items = iter([{contract.input_name: _float_input(batch[i : i + 1], contract)} for i in range(len(batch))])
+        self._items = iter(
+            [
+                {contract.input_name: _float_input(batch[i : i + 1], contract)}
+                for i in range(len(batch))
+            ]
+        )
 
     def get_next(self) -> dict[str, Any] | None:
         return next(self._items, None)
 
 
-def _quantize_int8(fp32_model: onnx.ModelProto, path: Path, calib: Path, contract: ModelContract) -> None:
-    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
+def _quantize_int8(
+    fp32_model: onnx.ModelProto, path: Path, calib: Path, contract: ModelContract
+) -> None:
+    from onnxruntime.quantization import (
+        CalibrationDataReader,
+        QuantFormat,
+        QuantType,
+        quantize_static,
+    )
 
     reader = type("Reader", (_CalibrationReader, CalibrationDataReader), {})(calib, contract)
     with tempfile.TemporaryDirectory() as scratch:
         source = Path(scratch) / "fp32.onnx"
         onnx.save(fp32_model, str(source))
         quantize_static(
-            str(source), str(path), reader, quant_format=QuantFormat.QDQ,
-            activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8, per_channel=True,
+            str(source),
+            str(path),
+            reader,
+            quant_format=QuantFormat.QDQ,
+            activation_type=QuantType.QUInt8,
+            weight_type=QuantType.QInt8,
+            per_channel=True,
         )
     model = onnx.load(str(path))
     del model.metadata_props[:]

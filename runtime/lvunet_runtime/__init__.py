@@ -10,4 +10,25 @@ from lvunet_runtime.errors import (
 
 __version__ = "0.1.0"
 
-__all__ = ["ImageError", "LVUNetRuntimeError", "ModelError", "OutputError", "ProviderError"]
+__all__ = [
+    "ImageError",
+    "LVUNetRuntimeError",
+    "ModelError",
+    "OutputError",
+    "ProviderError",
+    "Segmenter",
+    "load_image",
+]
+
+
+def __getattr__(name: str):
+    # Lazy: `import lvunet_runtime` stays cheap (no onnxruntime or OpenCV until they are used).
+    if name == "Segmenter":
+        from lvunet_runtime.session import Segmenter
+
+        return Segmenter
+    if name == "load_image":
+        from lvunet_runtime.image import load_image
+
+        return load_image
+    raise AttributeError(name)

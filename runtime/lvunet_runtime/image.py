@@ -72,8 +72,10 @@ def load_image(
     except ImageError:
         raise
     except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as exc:
-        kind = "not an image or unsupported format" if isinstance(exc, UnidentifiedImageError) else (
-            f"corrupt or truncated image ({exc})"
+        kind = (
+            "not an image or unsupported format"
+            if isinstance(exc, UnidentifiedImageError)
+            else (f"corrupt or truncated image ({exc})")
         )
         raise ImageError(f"{path}: {kind}") from None
     return rgb, (full[1], full[0])

@@ -60,7 +60,9 @@ def postprocess(
 
 def keep_largest_region(mask: np.ndarray) -> np.ndarray:
     """Only the largest 8-connected foreground region of a boolean mask."""
-    count, labels, stats, _ = cv2.connectedComponentsWithStats(mask.astype(np.uint8), connectivity=8)
+    count, labels, stats, _ = cv2.connectedComponentsWithStats(
+        mask.astype(np.uint8), connectivity=8
+    )
     if count <= 2:
         return mask
     largest = 1 + int(np.argmax(stats[1:, cv2.CC_STAT_AREA]))

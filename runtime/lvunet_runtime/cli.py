@@ -1,0 +1,156 @@
+"""Console entry points: ``lvunet-infer``, ``lvunet-eval``, ``lvunet-bench``. Thin: parse, call, print.
+
+Errors of the runtime's own kind become one line on stderr and exit code 1; a multi-input run that had
+to skip some inputs exits with 2.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import typer
+
+from lvunet_runtime.errors import LVUNetRuntimeError
+
+
+def _fail(program: str, exc: Exception) -> None:
+    typer.echo(f"{program}: error: {str(exc).splitlines()[0]}", err=True)
+    raise typer.Exit(1)
+
+
+def _providers(value: str | None) -> list[str] | None:
+    return [p for p in value.split(",") if p.strip()] if value else None
+
+
+infer_app = typer.Typer(add_completion=False)
+
+
+@infer_app.command()
+def infer_command(
+    inputs: list[str] | None = typer.Argument(None, help="Images, folders, glob patterns, videos."),
+    model: str | None = typer.Option(
+        None, "--model", "-m", help="Bundled name or .onnx path (default: polyp)."
+    ),
+    out: Path = typer.Option(Path("lvunet-output"), "--out", "-o", help="Output folder."),
+    overlay: bool = typer.Option(False, help="Also write <stem>_overlay.png."),
+    prob: bool = typer.Option(False, help="Also write <stem>_prob.png (probability x 255)."),
+    json_out: bool = typer.Option(
+        False, "--json", help="Also write <stem>.json (area, box, regions)."
+    ),
+    threshold: float | None = typer.Option(
+        None, help="Probability threshold (default: the model's)."
+    ),
+    provider: str | None = typer.Option(None, help="Execution provider(s), e.g. cpu or cuda,cpu."),
+    threads: int | None = typer.Option(
+        None, help="Intra-op threads (default: ONNX Runtime's choice)."
+    ),
+    batch_size: int = typer.Option(4, help="Images per model call."),
+    keep_largest: bool = typer.Option(False, help="Keep only the largest connected region."),
+    recursive: bool = typer.Option(False, help="Descend into sub-folders."),
+    overwrite: bool = typer.Option(False, help="Redo images whose outputs exist."),
+    max_pixels: int = typer.Option(100_000_000, help="Refuse larger images before decoding."),
+    camera: int | None = typer.Option(None, help="Read live camera N instead of files."),
+    show: bool = typer.Option(False, help="Show the overlay and frame rate in a window (camera)."),
+    max_frames: int | None = typer.Option(None, help="Stop the camera after N frames."),
+    progress: bool = typer.Option(True, help="Progress bar for several images."),
+) -> None:
+    """Segment images, folders and videos with an LV-UNet ONNX model."""
+    from lvunet_runtime.infer import InferOptions, infer, run_camera
+    from lvunet_runtime.session import Segmenter
+
+    if not inputs and camera is None:
+        _fail(
+            "lvunet-infer",
+            LVUNetRuntimeError(
+                "give at least one INPUT (image, folder, pattern, video) or --camera N"
+            ),
+        )
+    try:
+        segmenter = Segmenter(
+            model, providers=_providers(provider), threads=threads, threshold=threshold
+        )
+        if camera is not None:
+            frames = run_camera(segmenter, camera, show, max_frames)
+            typer.echo(f"{frames} camera frames segmented")
+            return
+        options = InferOptions(
+            out=out,
+            overlay=overlay,
+            prob=prob,
+            json=json_out,
+            overwrite=overwrite,
+            recursive=recursive,
+            batch_size=batch_size,
+            keep_largest=keep_largest,
+            max_pixels=max_pixels,
+            progress=progress and sys.stderr.isatty(),
+        )
+        summary = infer(inputs, segmenter, options)
+    except LVUNetRuntimeError as exc:
+        _fail("lvunet-infer", exc)
+    for failure in summary.failed:
+        typer.echo(f"lvunet-infer: skipped: {failure['error']}", err=True)
+    attempted = summary.processed + summary.skipped_existing + summary.videos + len(summary.failed)
+    if summary.failed and attempted == 1:
+        raise typer.Exit(1)
+    typer.echo(f"{summary.line()} -> {out}")
+    if summary.failed:
+        raise typer.Exit(2)
+
+
+eval_app = typer.Typer(add_completion=False)
+
+
+@eval_app.command()
+def eval_command(
+    data: Path = typer.Option(..., help="Folder with images/ and masks/."),
+    model: str | None = typer.Option(None, "--model", "-m", help="Bundled name or .onnx path."),
+    split_file: Path | None = typer.Option(None, help="Evaluate only these ids (one per line)."),
+    json_out: Path | None = typer.Option(None, "--json", help="Write all results here."),
+    provider: str | None = typer.Option(None),
+    threads: int | None = typer.Option(None),
+) -> None:
+    """Evaluate an ONNX model on images and masks at their own size (the deployable file itself)."""
+    from lvunet_runtime.evaluate import evaluate, find_pairs
+    from lvunet_runtime.session import Segmenter
+
+    try:
+        ids = None
+        if split_file is not None:
+            if not split_file.is_file():
+                raise LVUNetRuntimeError(f"split file not found: {split_file}")
+            ids = [s.strip() for s in split_file.read_text().splitlines() if s.strip()]
+        pairs = find_pairs(data, ids)
+        segmenter = Segmenter(model, providers=_providers(provider), threads=threads)
+        result = evaluate(segmenter, pairs)
+    except LVUNetRuntimeError as exc:
+        _fail("lvunet-eval", exc)
+    if json_out:
+        json_out.write_text(json.dumps(result, indent=1) + "\n")
+    typer.echo(
+        f"{result['images']} images: IoU {result['iou']:.4f}  Dice {result['dice']:.4f}  "
+        f"(dataset IoU {result['dataset_iou']:.4f}, Dice {result['dataset_dice']:.4f}, "
+        f"precision {result['precision']:.4f}, recall {result['recall']:.4f}); "
+        f"median {result['median_ms']:.1f} ms/image"
+    )
+    typer.echo("worst: " + ", ".join(f"{r['id']} (Dice {r['dice']:.3f})" for r in result["worst"]))
+    typer.echo("slowest: " + ", ".join(f"{r['id']} ({r['ms']:.1f} ms)" for r in result["slowest"]))
+
+
+def infer_main() -> None:
+    """``lvunet-infer`` entry point."""
+    sys.exit(infer_app())
+
+
+def eval_main() -> None:
+    """``lvunet-eval`` entry point."""
+    sys.exit(eval_app())
+
+
+def bench_main() -> None:
+    """``lvunet-bench`` entry point."""
+    from lvunet_runtime.bench import bench_app
+
+    sys.exit(bench_app())

@@ -1,0 +1,427 @@
+"""Batch inference over images, folders, globs and videos, with decoding and writing overlapped with the
+model: loader threads decode ahead (bounded), the main thread runs the session in batches, writer
+threads encode and write atomically. One session serves the whole run.
+"""
+
+from __future__ import annotations
+
+import csv
+import glob
+import io
+import json
+import os
+import time
+from collections import deque
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import cv2
+
+from lvunet_runtime.errors import ImageError, LVUNetRuntimeError, OutputError
+from lvunet_runtime.image import DEFAULT_MAX_PIXELS, load_image, write_atomic
+from lvunet_runtime.outputs import overlay, region_stats, write_image_outputs
+from lvunet_runtime.session import Segmenter
+
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".gif"}
+VIDEO_SUFFIXES = {".mp4", ".avi", ".mov", ".mkv"}
+
+
+@dataclass
+class InferOptions:
+    """Output and pipeline choices of ``lvunet-infer`` (CLI options map 1:1)."""
+
+    out: Path = Path("lvunet-output")
+    overlay: bool = False
+    prob: bool = False
+    json: bool = False
+    overwrite: bool = False
+    recursive: bool = False
+    batch_size: int = 4
+    keep_largest: bool = False
+    max_pixels: int = DEFAULT_MAX_PIXELS
+    workers: int = 2
+    progress: bool = True
+
+
+@dataclass
+class Job:
+    """One input image and where its outputs go."""
+
+    source: Path
+    outputs: dict[str, Path]
+
+
+@dataclass
+class RunSummary:
+    """Counts and timing of a run; written as ``summary.json``."""
+
+    processed: int = 0
+    skipped_existing: int = 0
+    failed: list[dict[str, str]] = field(default_factory=list)
+    videos: int = 0
+    frames: int = 0
+    seconds: float = 0.0
+    model: str = ""
+    providers: list[str] = field(default_factory=list)
+    images: list[dict] = field(default_factory=list)
+
+    def line(self) -> str:
+        rate = self.processed / self.seconds if self.seconds else 0.0
+        parts = [
+            f"{self.processed} image(s) segmented in {self.seconds:.2f} s ({rate:.1f} images/s)"
+        ]
+        if self.videos:
+            parts.append(f"{self.videos} video(s), {self.frames} frames")
+        if self.skipped_existing:
+            parts.append(f"{self.skipped_existing} skipped (outputs exist; --overwrite to redo)")
+        if self.failed:
+            parts.append(f"{len(self.failed)} failed")
+        return "; ".join(parts)
+
+
+def collect_inputs(
+    inputs: list[str], recursive: bool
+) -> tuple[list[tuple[Path, Path | None]], list[Path], list[dict[str, str]]]:
+    """Expand files, folders and glob patterns.
+
+    Returns:
+        ``(images, videos, errors)``: images as (path, folder it came from or None), videos, and the
+        inputs that matched nothing.
+    """
+    images: list[tuple[Path, Path | None]] = []
+    videos: list[Path] = []
+    errors: list[dict[str, str]] = []
+    for raw in inputs:
+        path = Path(raw)
+        if path.is_dir():
+            walker = path.rglob("*") if recursive else path.iterdir()
+            found = sorted(p for p in walker if p.is_file() and not p.name.startswith("."))
+            media = [p for p in found if p.suffix.lower() in IMAGE_SUFFIXES | VIDEO_SUFFIXES]
+            if not media:
+                errors.append({"input": raw, "error": f"{raw}: no images or videos in this folder"})
+            for p in media:
+                (
+                    videos.append(p)
+                    if p.suffix.lower() in VIDEO_SUFFIXES
+                    else images.append((p, path))
+                )
+        elif path.exists():
+            (
+                videos.append(path)
+                if path.suffix.lower() in VIDEO_SUFFIXES
+                else images.append((path, None))
+            )
+        elif glob.has_magic(raw):
+            matches = sorted(Path(m) for m in glob.glob(raw, recursive=True) if Path(m).is_file())
+            if not matches:
+                errors.append({"input": raw, "error": f"{raw}: no files match this pattern"})
+            for p in matches:
+                (
+                    videos.append(p)
+                    if p.suffix.lower() in VIDEO_SUFFIXES
+                    else images.append((p, None))
+                )
+        else:
+            errors.append({"input": raw, "error": f"{raw}: file not found"})
+    return images, videos, errors
+
+
+def _output_paths(source: Path, base: Path | None, options: InferOptions) -> dict[str, Path]:
+    folder = options.out
+    if base is not None:
+        folder = options.out / source.parent.relative_to(base)  # mirror a folder's layout
+    stem = source.stem
+    paths = {"mask": folder / f"{stem}_mask.png"}
+    if options.overlay:
+        paths["overlay"] = folder / f"{stem}_overlay.png"
+    if options.prob:
+        paths["prob"] = folder / f"{stem}_prob.png"
+    if options.json:
+        paths["json"] = folder / f"{stem}.json"
+    return paths
+
+
+def plan_jobs(
+    images: list[tuple[Path, Path | None]], options: InferOptions, summary: RunSummary
+) -> list[Job]:
+    """Output paths per image; never an input file as an output, never one output for two inputs."""
+    inputs = {p.resolve() for p, _ in images}
+    claimed: dict[Path, Path] = {}
+    jobs = []
+    for source, base in images:
+        outputs = _output_paths(source, base, options)
+        clash = next((o for o in outputs.values() if o.resolve() in inputs), None)
+        if clash is not None:
+            summary.failed.append(
+                {
+                    "input": str(source),
+                    "error": f"{source}: output {clash} would overwrite an input file; choose another --out",
+                }
+            )
+            continue
+        taken = next(
+            (claimed[o.resolve()] for o in outputs.values() if o.resolve() in claimed), None
+        )
+        if taken is not None:
+            summary.failed.append(
+                {
+                    "input": str(source),
+                    "error": f"{source}: same output name as {taken}; run it separately or rename",
+                }
+            )
+            continue
+        for o in outputs.values():
+            claimed[o.resolve()] = source
+        if not options.overwrite and all(o.exists() for o in outputs.values()):
+            summary.skipped_existing += 1
+            continue
+        jobs.append(Job(source, outputs))
+    return jobs
+
+
+def _progress(total: int, enabled: bool):
+    if not enabled or total <= 1:
+        return None
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeRemainingColumn,
+    )
+
+    progress = Progress(
+        TextColumn("segmenting"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("{task.fields[rate]} images/s"),
+        TimeRemainingColumn(),
+        transient=True,
+    )
+    return progress
+
+
+def run_images(
+    segmenter: Segmenter, jobs: list[Job], options: InferOptions, summary: RunSummary
+) -> None:
+    """Segment ``jobs`` with decoding and writing overlapped with inference (bounded queues)."""
+    if not jobs:
+        return
+    for directory in {p.parent for job in jobs for p in job.outputs.values()}:
+        try:
+            directory.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise OutputError(f"cannot create output folder {directory}: {exc.strerror}") from None
+        if not os.access(directory, os.W_OK):
+            raise OutputError(f"output folder {directory} is not writable")
+    contract = segmenter.contract
+    reduce_to = None if options.overlay else max(contract.input_height, contract.input_width)
+    batch_size = max(1, options.batch_size)
+    progress = _progress(len(jobs), options.progress)
+    task = progress.add_task("segment", total=len(jobs), rate="-") if progress else None
+    start = time.perf_counter()
+    model_name = str(segmenter.path)
+
+    def load(job: Job):
+        return load_image(job.source, max_pixels=options.max_pixels, reduce_to=reduce_to)
+
+    with (
+        ThreadPoolExecutor(options.workers) as loaders,
+        ThreadPoolExecutor(options.workers) as writers,
+    ):
+        pending: deque[tuple[Job, Future]] = deque()
+        writes: deque[tuple[Job, Future]] = deque()
+        queue = iter(jobs)
+
+        def refill() -> None:
+            while len(pending) < 2 * batch_size:
+                job = next(queue, None)
+                if job is None:
+                    return
+                pending.append((job, loaders.submit(load, job)))
+
+        def drain_writes(limit: int) -> None:
+            while len(writes) > limit:
+                job, future = writes.popleft()
+                try:
+                    stats = future.result()
+                except (LVUNetRuntimeError, OSError, ValueError) as exc:
+                    summary.failed.append(
+                        {"input": str(job.source), "error": f"{job.source}: {exc}"}
+                    )
+                    continue
+                summary.processed += 1
+                summary.images.append({"input": str(job.source), **stats})
+                if progress:
+                    rate = summary.processed / (time.perf_counter() - start)
+                    progress.update(task, advance=1, rate=f"{rate:.1f}")
+
+        if progress:
+            progress.start()
+        try:
+            refill()
+            while pending:
+                batch = []
+                while pending and len(batch) < batch_size:
+                    job, future = pending.popleft()
+                    try:
+                        rgb, size = future.result()
+                    except ImageError as exc:
+                        summary.failed.append({"input": str(job.source), "error": str(exc)})
+                        if progress:
+                            progress.update(task, advance=1)
+                        continue
+                    batch.append((job, rgb, size))
+                    refill()
+                if not batch:
+                    continue
+                predictions = segmenter.predict_batch(
+                    [rgb for _, rgb, _ in batch],
+                    keep_largest=options.keep_largest,
+                    sizes=[size for _, _, size in batch],
+                )
+                for (job, rgb, size), prediction in zip(batch, predictions, strict=True):
+                    meta = {
+                        "input": str(job.source),
+                        "model": model_name,
+                        "threshold": segmenter.threshold,
+                    }
+                    writes.append(
+                        (
+                            job,
+                            writers.submit(
+                                write_image_outputs,
+                                job.outputs,
+                                rgb if options.overlay else None,
+                                prediction.probability,
+                                prediction.mask,
+                                meta,
+                            ),
+                        )
+                    )
+                drain_writes(2 * batch_size)
+            drain_writes(0)
+        finally:
+            if progress:
+                progress.stop()
+    summary.seconds += time.perf_counter() - start
+
+
+def run_video(segmenter: Segmenter, path: Path, options: InferOptions, summary: RunSummary) -> None:
+    """Overlay video ``<stem>_overlay.mp4`` and per-frame CSV ``<stem>_frames.csv``."""
+    capture = cv2.VideoCapture(str(path))
+    if not capture.isOpened():
+        raise ImageError(f"{path}: not a readable video")
+    out_video = options.out / f"{path.stem}_overlay.mp4"
+    out_csv = options.out / f"{path.stem}_frames.csv"
+    if not options.overwrite and out_video.exists() and out_csv.exists():
+        summary.skipped_existing += 1
+        return
+    options.out.mkdir(parents=True, exist_ok=True)
+    fps = capture.get(cv2.CAP_PROP_FPS) or 25.0
+    tmp_video = out_video.with_name(f".{out_video.name}.tmp.mp4")
+    writer = None
+    rows = io.StringIO()
+    table = csv.writer(rows)
+    table.writerow(["frame", "area_px", "area_fraction", "regions", "ms"])
+    start = time.perf_counter()
+    frames = 0
+    try:
+        while True:
+            ok, bgr = capture.read()
+            if not ok:
+                break
+            rgb = cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+            t0 = time.perf_counter()
+            prediction = segmenter.predict(rgb, keep_largest=options.keep_largest)
+            elapsed = (time.perf_counter() - t0) * 1e3
+            stats = region_stats(prediction.mask, contours=False)
+            table.writerow(
+                [
+                    frames,
+                    stats["area_px"],
+                    f"{stats['area_fraction']:.6f}",
+                    stats["regions"],
+                    f"{elapsed:.2f}",
+                ]
+            )
+            if writer is None:
+                height, width = rgb.shape[:2]
+                writer = cv2.VideoWriter(
+                    str(tmp_video), cv2.VideoWriter_fourcc(*"mp4v"), fps, (width, height)
+                )
+            writer.write(cv2.cvtColor(overlay(rgb, prediction.mask), cv2.COLOR_RGB2BGR))
+            frames += 1
+    finally:
+        capture.release()
+        if writer is not None:
+            writer.release()
+    if frames == 0:
+        tmp_video.unlink(missing_ok=True)
+        raise ImageError(f"{path}: no frames could be decoded")
+    os.replace(tmp_video, out_video)
+    write_atomic(out_csv, rows.getvalue().encode())
+    summary.videos += 1
+    summary.frames += frames
+    summary.seconds += time.perf_counter() - start
+
+
+def run_camera(segmenter: Segmenter, index: int, show: bool, max_frames: int | None) -> int:
+    """Live camera: segment each frame, show the overlay and the frame rate where a display exists."""
+    capture = cv2.VideoCapture(index)
+    if not capture.isOpened():
+        raise ImageError(f"camera {index} could not be opened")
+    frames, start = 0, time.perf_counter()
+    try:
+        while max_frames is None or frames < max_frames:
+            ok, bgr = capture.read()
+            if not ok:
+                break
+            prediction = segmenter.predict(cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB))
+            frames += 1
+            if show:
+                fps = frames / (time.perf_counter() - start)
+                view = cv2.cvtColor(
+                    overlay(cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB), prediction.mask),
+                    cv2.COLOR_RGB2BGR,
+                )
+                cv2.putText(
+                    view,
+                    f"{fps:.1f} fps",
+                    (10, 30),
+                    cv2.FONT_HERSHEY_SIMPLEX,
+                    1,
+                    (255, 255, 255),
+                    2,
+                )
+                try:
+                    cv2.imshow("lvunet", view)
+                except cv2.error:
+                    raise ImageError(
+                        "--show needs a display and opencv-python with GUI support (this is the headless build)"
+                    ) from None
+                if cv2.waitKey(1) & 0xFF in (ord("q"), 27):
+                    break
+    finally:
+        capture.release()
+    return frames
+
+
+def infer(inputs: list[str], segmenter: Segmenter, options: InferOptions) -> RunSummary:
+    """Segment every input; bad inputs are recorded in the summary and skipped."""
+    summary = RunSummary(model=str(segmenter.path), providers=segmenter.active_providers)
+    images, videos, errors = collect_inputs(inputs, options.recursive)
+    summary.failed.extend(errors)
+    jobs = plan_jobs(images, options, summary)
+    run_images(segmenter, jobs, options, summary)
+    for video in videos:
+        try:
+            run_video(segmenter, video, options, summary)
+        except ImageError as exc:
+            summary.failed.append({"input": str(video), "error": str(exc)})
+    if jobs or videos:
+        write_atomic(
+            options.out / "summary.json", (json.dumps(summary.__dict__, indent=1) + "\n").encode()
+        )
+    return summary

@@ -1,0 +1,97 @@
+"""What ``lvunet-infer`` writes for one image: mask, overlay, probability map, region statistics."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from lvunet_runtime.image import write_atomic
+
+OVERLAY_COLOUR = (0, 255, 0)  # RGB
+OVERLAY_ALPHA = 0.35
+PNG_FAST = [
+    cv2.IMWRITE_PNG_COMPRESSION,
+    1,
+]  # level 1: masks compress well even at the fastest level
+
+
+def encode_png(array: np.ndarray) -> bytes:
+    """PNG bytes of a grey (H, W) or RGB (H, W, 3) uint8 array."""
+    if array.ndim == 3:
+        array = cv2.cvtColor(array, cv2.COLOR_RGB2BGR)
+    ok, buffer = cv2.imencode(".png", array, PNG_FAST)
+    if not ok:
+        raise ValueError("PNG encoding failed")
+    return buffer.tobytes()
+
+
+def overlay(rgb: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """The image with the region tinted and its contour drawn (RGB uint8)."""
+    out = rgb.copy()
+    tint = np.asarray(OVERLAY_COLOUR, np.float32)
+    region = out[mask].astype(np.float32)
+    out[mask] = (region * (1 - OVERLAY_ALPHA) + tint * OVERLAY_ALPHA).astype(np.uint8)
+    contours, _ = cv2.findContours(
+        mask.astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE
+    )
+    thickness = max(1, round(max(rgb.shape[:2]) / 400))
+    cv2.drawContours(out, contours, -1, OVERLAY_COLOUR, thickness)
+    return out
+
+
+def region_stats(mask: np.ndarray, *, contours: bool = True) -> dict:
+    """Area (pixels, fraction), bounding box, and each 8-connected region's area and contour."""
+    mask8 = mask.astype(np.uint8)
+    count, labels, stats, _ = cv2.connectedComponentsWithStats(mask8, connectivity=8)
+    height, width = mask.shape
+    area = int(stats[1:, cv2.CC_STAT_AREA].sum()) if count > 1 else 0
+    bbox = None
+    if area:
+        ys, xs = np.nonzero(mask8)
+        bbox = [
+            int(xs.min()),
+            int(ys.min()),
+            int(xs.max() - xs.min() + 1),
+            int(ys.max() - ys.min() + 1),
+        ]
+    regions = []
+    for index in np.argsort(-stats[1:, cv2.CC_STAT_AREA]) + 1 if count > 1 else []:
+        x, y, w, h, region_area = (int(v) for v in stats[index])
+        entry = {"area_px": region_area, "bbox_xywh": [x, y, w, h]}
+        if contours:
+            found, _ = cv2.findContours(
+                (labels == index).astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE
+            )
+            entry["contour_xy"] = max(found, key=cv2.contourArea)[:, 0].tolist()
+        regions.append(entry)
+    return {
+        "width": width,
+        "height": height,
+        "area_px": area,
+        "area_fraction": area / float(height * width),
+        "bbox_xywh": bbox,
+        "regions": len(regions),
+        "region_list": regions,
+    }
+
+
+def write_image_outputs(
+    paths: dict[str, Path],
+    rgb: np.ndarray | None,
+    probability: np.ndarray,
+    mask: np.ndarray,
+    meta: dict,
+) -> dict:
+    """Write the requested outputs for one image; returns its summary statistics."""
+    write_atomic(paths["mask"], encode_png(mask.astype(np.uint8) * 255))
+    if "overlay" in paths and rgb is not None:
+        write_atomic(paths["overlay"], encode_png(overlay(rgb, mask)))
+    if "prob" in paths:
+        write_atomic(paths["prob"], encode_png((probability * 255 + 0.5).astype(np.uint8)))
+    stats = region_stats(mask, contours="json" in paths)
+    if "json" in paths:
+        write_atomic(paths["json"], (json.dumps({**meta, **stats}, indent=1) + "\n").encode())
+    return {k: stats[k] for k in ("area_px", "area_fraction", "regions")}
