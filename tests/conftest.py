@@ -28,3 +28,26 @@ def randomize_bn(model: nn.Module, seed: int = 0) -> nn.Module:
 @pytest.fixture
 def sample_dir() -> Path:
     return DATA
+
+
+@pytest.fixture(scope="session")
+def random_checkpoint(tmp_path_factory) -> Path:
+    """A training checkpoint of the default LV-UNet with random weights and BN statistics, slope 1."""
+    from lvunet_edge import build_model, save_checkpoint, set_act_slope
+
+    torch.manual_seed(0)
+    model = randomize_bn(build_model()).eval()
+    set_act_slope(model, 1.0)
+    path = tmp_path_factory.mktemp("ckpt") / "best.pt"
+    save_checkpoint(path, model, metrics={"val": {"iou": 0.5}}, split={"source": "test"})
+    return path
+
+
+@pytest.fixture(scope="session")
+def exported(random_checkpoint, tmp_path_factory):
+    """(onnx path, export report) for the random checkpoint."""
+    from lvunet_export.export import export_onnx
+
+    out = tmp_path_factory.mktemp("onnx") / "model.onnx"
+    report = export_onnx(random_checkpoint, out, verify_images=DATA / "images", label="lesion")
+    return out, report

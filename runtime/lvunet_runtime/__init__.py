@@ -1,6 +1,12 @@
 """lvunet-runtime: run exported LV-UNet ONNX models with ONNX Runtime (never imports torch or onnx)."""
 
-from lvunet_runtime.errors import (
+import os
+
+# Keep FFmpeg's own console chatter (e.g. "moov atom not found") out of our one-line errors.
+os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")
+os.environ.setdefault("OPENCV_LOG_LEVEL", "ERROR")
+
+from lvunet_runtime.errors import (  # noqa: E402
     ImageError,
     LVUNetRuntimeError,
     ModelError,

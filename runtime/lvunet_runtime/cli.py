@@ -90,11 +90,11 @@ def infer_command(
         summary = infer(inputs, segmenter, options)
     except LVUNetRuntimeError as exc:
         _fail("lvunet-infer", exc)
-    for failure in summary.failed:
-        typer.echo(f"lvunet-infer: skipped: {failure['error']}", err=True)
     attempted = summary.processed + summary.skipped_existing + summary.videos + len(summary.failed)
     if summary.failed and attempted == 1:
-        raise typer.Exit(1)
+        _fail("lvunet-infer", LVUNetRuntimeError(summary.failed[0]["error"]))
+    for failure in summary.failed:
+        typer.echo(f"lvunet-infer: skipped: {failure['error']}", err=True)
     typer.echo(f"{summary.line()} -> {out}")
     if summary.failed:
         raise typer.Exit(2)

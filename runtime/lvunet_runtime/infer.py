@@ -202,6 +202,17 @@ def _progress(total: int, enabled: bool):
     return progress
 
 
+def check_writable(directory: Path) -> None:
+    """Fail early if ``directory`` cannot be created or written; creates nothing itself."""
+    existing = directory
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        raise OutputError(f"cannot create output folder {directory}: {existing} is not a folder")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise OutputError(f"output folder {directory} is not writable")
+
+
 def run_images(
     segmenter: Segmenter, jobs: list[Job], options: InferOptions, summary: RunSummary
 ) -> None:
@@ -209,12 +220,7 @@ def run_images(
     if not jobs:
         return
     for directory in {p.parent for job in jobs for p in job.outputs.values()}:
-        try:
-            directory.mkdir(parents=True, exist_ok=True)
-        except OSError as exc:
-            raise OutputError(f"cannot create output folder {directory}: {exc.strerror}") from None
-        if not os.access(directory, os.W_OK):
-            raise OutputError(f"output folder {directory} is not writable")
+        check_writable(directory)
     contract = segmenter.contract
     reduce_to = None if options.overlay else max(contract.input_height, contract.input_width)
     batch_size = max(1, options.batch_size)
@@ -281,7 +287,7 @@ def run_images(
                     keep_largest=options.keep_largest,
                     sizes=[size for _, _, size in batch],
                 )
-                for (job, rgb, size), prediction in zip(batch, predictions, strict=True):
+                for (job, rgb, _size), prediction in zip(batch, predictions, strict=True):
                     meta = {
                         "input": str(job.source),
                         "model": model_name,
@@ -420,7 +426,8 @@ def infer(inputs: list[str], segmenter: Segmenter, options: InferOptions) -> Run
             run_video(segmenter, video, options, summary)
         except ImageError as exc:
             summary.failed.append({"input": str(video), "error": str(exc)})
-    if jobs or videos:
+    if summary.processed or summary.videos:
+        options.out.mkdir(parents=True, exist_ok=True)
         write_atomic(
             options.out / "summary.json", (json.dumps(summary.__dict__, indent=1) + "\n").encode()
         )

@@ -86,6 +86,7 @@ def write_image_outputs(
     meta: dict,
 ) -> dict:
     """Write the requested outputs for one image; returns its summary statistics."""
+    paths["mask"].parent.mkdir(parents=True, exist_ok=True)
     write_atomic(paths["mask"], encode_png(mask.astype(np.uint8) * 255))
     if "overlay" in paths and rgb is not None:
         write_atomic(paths["overlay"], encode_png(overlay(rgb, mask)))

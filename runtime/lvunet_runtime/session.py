@@ -71,7 +71,7 @@ def resolve_providers(requested: list[str] | None) -> list[str]:
         full = PROVIDER_ALIASES.get(name.strip().lower(), name.strip())
         if full not in available:
             short = {v: k for k, v in PROVIDER_ALIASES.items()}
-            listing = ", ".join(f"{short.get(p, p)} ({p})" for p in available)
+            listing = ", ".join(f"{short[p]} ({p})" if p in short else p for p in available)
             raise ProviderError(
                 f"execution provider {name!r} is not available in this onnxruntime "
                 f"{ort.__version__}; available: {listing}"
