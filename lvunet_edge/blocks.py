@@ -73,7 +73,6 @@ class FusibleBlock(nn.Module):
         *,
         act_num: int = 1,
         deploy: bool = False,
-        relu_only: bool = False,
     ) -> None:
         super().__init__()
         if resample not in ("down", "up"):
@@ -90,10 +89,7 @@ class FusibleBlock(nn.Module):
             self.conv2 = nn.Conv2d(in_channels, out_channels, 1)
             self.bn2 = nn.BatchNorm2d(out_channels, eps=BN_EPS)
             self.register_buffer("slope", torch.tensor(0.0))
-        # relu_only: the activation's depthwise conv was merged into the next layer (LV-UNet's head).
-        self.act = (
-            nn.ReLU() if relu_only else SeriesActivation(out_channels, act_num, deploy=deploy)
-        )
+        self.act = SeriesActivation(out_channels, act_num, deploy=deploy)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.deploy:
@@ -134,6 +130,5 @@ class FusibleBlock(nn.Module):
         for name in ("conv1", "bn1", "conv2", "bn2"):
             delattr(self, name)
         del self._buffers["slope"]
-        if isinstance(self.act, SeriesActivation):
-            self.act.reparameterize()
+        self.act.reparameterize()
         self.deploy = True

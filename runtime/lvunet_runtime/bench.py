@@ -1,0 +1,322 @@
+"""``lvunet-bench``: latency and throughput of a model across providers, thread counts and batch sizes.
+
+Each combination runs in its own Python process (fresh session, its own peak memory), so results do not
+leak into each other. An unavailable provider is reported as unavailable, never silently run on CPU.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import resource
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import typer
+
+from lvunet_runtime.errors import LVUNetRuntimeError
+
+bench_app = typer.Typer(add_completion=False)
+
+
+def machine_info() -> dict:
+    """CPU model, core count, onnxruntime version and providers: enough to compare results later."""
+    import onnxruntime as ort
+
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return {
+        "cpu": cpu,
+        "cores": os.cpu_count(),
+        "affinity": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None,
+        "platform": platform.platform(),
+        "python": platform.python_version(),
+        "onnxruntime": ort.__version__,
+        "providers": ort.get_available_providers(),
+    }
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    index = min(len(ordered) - 1, max(0, round(q / 100 * (len(ordered) - 1))))
+    return ordered[index]
+
+
+def bench_one(
+    model: str, provider: str, threads: int | None, batch: int, runs: int, warmup: int
+) -> dict:
+    """One combination, in this process: session creation, first run, warm latency distribution."""
+    import numpy as np
+
+    from lvunet_runtime.session import Segmenter
+
+    start = time.perf_counter()
+    segmenter = Segmenter(model, providers=[provider], threads=threads)
+    created = time.perf_counter() - start
+    contract = segmenter.contract
+    rng = np.random.default_rng(0)
+    images = rng.integers(
+        0, 256, (batch, contract.input_height, contract.input_width, 3), dtype=np.uint8
+    )
+    from lvunet_runtime.processing import to_model_input
+
+    x = to_model_input(images, contract)
+    start = time.perf_counter()
+    segmenter.run(x)
+    first = time.perf_counter() - start
+    for _ in range(warmup):
+        segmenter.run(x)
+    times = []
+    for _ in range(runs):
+        start = time.perf_counter()
+        segmenter.run(x)
+        times.append((time.perf_counter() - start) * 1e3)
+    median = statistics.median(times)
+    return {
+        "provider": provider,
+        "active_providers": segmenter.active_providers,
+        "threads": threads,
+        "batch": batch,
+        "status": "ok",
+        "session_create_ms": created * 1e3,
+        "first_run_ms": first * 1e3,
+        "median_ms": median,
+        "p90_ms": percentile(times, 90),
+        "p99_ms": percentile(times, 99),
+        "min_ms": min(times),
+        "max_ms": max(times),
+        "images_per_s": batch / median * 1e3,
+        "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        "precision": contract.precision,
+        "input_size": [contract.input_height, contract.input_width],
+    }
+
+
+def _in_subprocess(
+    model: str, provider: str, threads: int | None, batch: int, runs: int, warmup: int
+) -> dict:
+    code = (
+        "import json, sys\nfrom lvunet_runtime.bench import bench_one\n"
+        f"print(json.dumps(bench_one({model!r}, {provider!r}, {threads!r}, {batch!r}, {runs!r}, {warmup!r})))"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    if result.returncode != 0:
+        lines = result.stderr.strip().splitlines()
+        return {
+            "provider": provider,
+            "threads": threads,
+            "batch": batch,
+            "status": "error",
+            "error": lines[-1] if lines else "failed",
+        }
+    return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+def end_to_end(model: str, folder: Path, threads: int | None, batch: int) -> dict:
+    """Whole images: file to written mask with lvunet-infer's pipeline, in this process."""
+    from lvunet_runtime.infer import InferOptions, infer
+    from lvunet_runtime.session import Segmenter
+
+    segmenter = Segmenter(model, threads=threads)
+    with tempfile.TemporaryDirectory() as out:
+        options = InferOptions(out=Path(out), batch_size=batch, progress=False, overwrite=True)
+        summary = infer([str(folder)], segmenter, options)
+    return {
+        "images": summary.processed,
+        "failed": len(summary.failed),
+        "seconds": summary.seconds,
+        "images_per_s": summary.processed / summary.seconds if summary.seconds else 0.0,
+        "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+    }
+
+
+def _ints(text: str) -> list[int]:
+    try:
+        values = [int(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise LVUNetRuntimeError(f"expected comma-separated integers, not {text!r}") from None
+    if not values or min(values) < 1:
+        raise LVUNetRuntimeError(f"expected positive integers, not {text!r}")
+    return values
+
+
+def parse_options(
+    providers: str, threads: str, batch_sizes: str
+) -> tuple[list[str], list[int | None], list[int]]:
+    """Validate the comma-separated CLI lists (``threads`` may include ``auto``)."""
+    names = [p.strip() for p in providers.split(",") if p.strip()]
+    if not names:
+        raise LVUNetRuntimeError("--providers needs at least one name, e.g. cpu or cpu,cuda")
+    thread_list: list[int | None] = []
+    for value in threads.split(","):
+        value = value.strip()
+        thread_list.append(None if value == "auto" else _ints(value)[0])
+    return names, thread_list, _ints(batch_sizes)
+
+
+def to_markdown(report: dict) -> str:
+    machine = report["machine"]
+    lines = [
+        f"Model `{report['model']}` ({report['model_size_mb']:.2f} MB); {machine['cpu']}, "
+        f"{machine['cores']} cores, onnxruntime {machine['onnxruntime']}; {report['runs']} runs after "
+        f"{report['warmup']} warm-up, each combination in its own process.",
+        "",
+        "| provider | threads | batch | status | create ms | first ms | median ms | p90 ms | p99 ms | images/s | peak MB |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in report["results"]:
+        if r["status"] != "ok":
+            lines.append(
+                f"| {r['provider']} | {r['threads'] or 'auto'} | {r['batch']} | {r['status']}: {r.get('error', '')} | | | | | | | |"
+            )
+            continue
+        lines.append(
+            f"| {r['provider']} | {r['threads'] or 'auto'} | {r['batch']} | ok | {r['session_create_ms']:.0f} | "
+            f"{r['first_run_ms']:.1f} | {r['median_ms']:.2f} | {r['p90_ms']:.2f} | {r['p99_ms']:.2f} | "
+            f"{r['images_per_s']:.0f} | {r['peak_rss_mb']:.0f} |"
+        )
+    if report.get("end_to_end"):
+        e = report["end_to_end"]
+        lines += [
+            "",
+            f"End to end ({e['images']} images, file to written mask): {e['images_per_s']:.1f} images/s, peak {e['peak_rss_mb']:.0f} MB.",
+        ]
+    return "\n".join(lines) + "\n"
+
+
+@bench_app.command()
+def bench_command(
+    model: str | None = typer.Option(None, "--model", "-m", help="Bundled name or .onnx path."),
+    providers: str = typer.Option("cpu", help="Comma-separated providers, e.g. cpu,cuda."),
+    threads: str = typer.Option(
+        "auto", help="Comma-separated thread counts; 'auto' = ONNX Runtime's choice."
+    ),
+    batch_sizes: str = typer.Option("1,8", help="Comma-separated batch sizes."),
+    image_size: int | None = typer.Option(None, help="Must match the model's input size if given."),
+    runs: int = typer.Option(100, help="Timed runs per combination."),
+    warmup: int = typer.Option(10, help="Untimed runs first."),
+    json_out: Path | None = typer.Option(None, "--json", help="Write the full report here."),
+    markdown: Path | None = typer.Option(None, help="Write a Markdown table here."),
+    end_to_end_dir: Path | None = typer.Option(
+        None, "--end-to-end", help="Also time whole images from this folder."
+    ),
+) -> None:
+    """Benchmark an LV-UNet ONNX model."""
+    from rich.console import Console
+    from rich.progress import Progress
+    from rich.table import Table
+
+    from lvunet_runtime.session import PROVIDER_ALIASES, resolve_model
+
+    try:
+        names, thread_list, batches = parse_options(providers, threads, batch_sizes)
+        if runs < 1 or warmup < 0:
+            raise LVUNetRuntimeError("--runs must be at least 1 and --warmup at least 0")
+        path = resolve_model(model)
+        from lvunet_runtime.session import Segmenter
+
+        contract = Segmenter(path).contract
+        if image_size is not None and image_size != contract.input_height:
+            raise LVUNetRuntimeError(
+                f"this model takes {contract.input_height}x{contract.input_width}; --image-size {image_size} does not fit it (re-export with lvunet-export --image-size)"
+            )
+        if end_to_end_dir is not None and not end_to_end_dir.is_dir():
+            raise LVUNetRuntimeError(f"--end-to-end folder not found: {end_to_end_dir}")
+        info = machine_info()
+    except LVUNetRuntimeError as exc:
+        typer.echo(f"lvunet-bench: error: {str(exc).splitlines()[0]}", err=True)
+        raise typer.Exit(1) from None
+    results = []
+    combos = [(p, t, b) for p in names for t in thread_list for b in batches]
+    with Progress(transient=True, disable=not sys.stderr.isatty()) as progress:
+        task = progress.add_task("benchmarking", total=len(combos))
+        for provider, thread_count, batch in combos:
+            full = PROVIDER_ALIASES.get(provider.lower(), provider)
+            if full not in info["providers"]:
+                results.append(
+                    {
+                        "provider": provider,
+                        "threads": thread_count,
+                        "batch": batch,
+                        "status": "unavailable",
+                    }
+                )
+            else:
+                results.append(
+                    _in_subprocess(str(path), provider, thread_count, batch, runs, warmup)
+                )
+            progress.advance(task)
+    report = {
+        "model": str(path),
+        "model_size_mb": path.stat().st_size / 1e6,
+        "precision": contract.precision,
+        "runs": runs,
+        "warmup": warmup,
+        "machine": info,
+        "results": results,
+        "command": " ".join(["lvunet-bench", *sys.argv[1:]]),
+    }
+    if end_to_end_dir is not None:
+        report["end_to_end"] = end_to_end(str(path), end_to_end_dir, thread_list[0], batches[0])
+    table = Table(title=f"lvunet-bench: {path.name} ({contract.precision}) on {info['cpu']}")
+    for column in (
+        "provider",
+        "threads",
+        "batch",
+        "median ms",
+        "p90 ms",
+        "p99 ms",
+        "images/s",
+        "first ms",
+        "create ms",
+        "peak MB",
+    ):
+        table.add_column(column)
+    for r in results:
+        if r["status"] != "ok":
+            table.add_row(
+                r["provider"],
+                str(r["threads"] or "auto"),
+                str(r["batch"]),
+                r["status"],
+                "",
+                "",
+                "",
+                "",
+                "",
+                "",
+            )
+        else:
+            table.add_row(
+                r["provider"],
+                str(r["threads"] or "auto"),
+                str(r["batch"]),
+                f"{r['median_ms']:.2f}",
+                f"{r['p90_ms']:.2f}",
+                f"{r['p99_ms']:.2f}",
+                f"{r['images_per_s']:.0f}",
+                f"{r['first_run_ms']:.1f}",
+                f"{r['session_create_ms']:.0f}",
+                f"{r['peak_rss_mb']:.0f}",
+            )
+    Console().print(table)
+    if report.get("end_to_end"):
+        e = report["end_to_end"]
+        typer.echo(
+            f"end to end: {e['images']} images, {e['images_per_s']:.1f} images/s, peak {e['peak_rss_mb']:.0f} MB"
+        )
+    if json_out:
+        json_out.write_text(json.dumps(report, indent=1) + "\n")
+    if markdown:
+        markdown.write_text(to_markdown(report))
