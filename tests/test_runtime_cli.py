@@ -79,11 +79,13 @@ def test_infer_folder_without_torch(no_torch_env, tmp_path, exported):
     for path in sorted((DATA / "images").iterdir()):
         image = Image.open(path)
         mask = Image.open(out / f"{path.stem}_mask.png")
-        assert mask.size == image.size and mask.mode == "L"
-        assert set(np.unique(np.asarray(mask))) <= {0, 255}
+        assert mask.size == image.size and mask.mode == "1"  # 1-bit PNG
+        assert set(np.unique(np.asarray(mask.convert("L")))) <= {0, 255}
+        as_cv2 = cv2.imread(str(out / f"{path.stem}_mask.png"), cv2.IMREAD_UNCHANGED)
+        assert as_cv2.dtype == np.uint8 and set(np.unique(as_cv2)) <= {0, 255}
         assert Image.open(out / f"{path.stem}_overlay.png").size == image.size
         stats = json.loads((out / f"{path.stem}.json").read_text())
-        assert stats["area_px"] == int((np.asarray(mask) > 0).sum())
+        assert stats["area_px"] == int(np.asarray(mask).sum())
         assert stats["regions"] == len(stats["region_list"])
     summary = json.loads((out / "summary.json").read_text())
     assert summary["processed"] == 16 and summary["failed"] == []

@@ -41,13 +41,6 @@ def test_exif_rotation_is_applied(tmp_path):
     assert rgb.shape[:2] == (image.width, image.height) == size
 
 
-def test_reduced_decode_keeps_full_size(tmp_path):
-    big = Image.open(SAMPLE).resize((1600, 1200))
-    big.save(tmp_path / "big.jpg")
-    rgb, size = load_image(tmp_path / "big.jpg", reduce_to=256)
-    assert size == (1200, 1600) and 256 <= min(rgb.shape[:2]) < 1200
-
-
 def test_errors(tmp_path):
     with pytest.raises(ImageError, match="file not found"):
         load_image(tmp_path / "missing.png")

@@ -46,7 +46,7 @@ def infer_command(
     threads: int | None = typer.Option(
         None, help="Intra-op threads (default: ONNX Runtime's choice)."
     ),
-    batch_size: int = typer.Option(4, help="Images per model call."),
+    batch_size: int = typer.Option(1, help="Images per model call (batching does not pay on CPU)."),
     keep_largest: bool = typer.Option(False, help="Keep only the largest connected region."),
     recursive: bool = typer.Option(False, help="Descend into sub-folders."),
     overwrite: bool = typer.Option(False, help="Redo images whose outputs exist."),
@@ -57,7 +57,9 @@ def infer_command(
     progress: bool = typer.Option(True, help="Progress bar for several images."),
 ) -> None:
     """Segment images, folders and videos with an LV-UNet ONNX model."""
-    from lvunet_runtime.infer import InferOptions, infer, run_camera
+    import glob
+
+    from lvunet_runtime.infer import InferOptions, default_model_threads, infer, run_camera
     from lvunet_runtime.session import Segmenter
 
     if not inputs and camera is None:
@@ -67,6 +69,11 @@ def infer_command(
                 "give at least one INPUT (image, folder, pattern, video) or --camera N"
             ),
         )
+    many = camera is None and (
+        len(inputs) > 1 or any(Path(i).is_dir() or glob.has_magic(i) for i in inputs)
+    )
+    if threads is None and many:  # leave cores to the decode/write threads of the pipeline
+        threads = default_model_threads()
     try:
         segmenter = Segmenter(
             model, providers=_providers(provider), threads=threads, threshold=threshold

@@ -20,9 +20,14 @@ Image.MAX_IMAGE_PIXELS = None  # we check the size ourselves, with a message, be
 _SIXTEEN_BIT = ("I;16", "I;16B", "I;16L", "I", "F")
 
 
+def _rotated(image: Image.Image) -> bool:
+    """Whether EXIF orientation asks for a transpose (skips a full copy of every upright image)."""
+    return image.getexif().get(0x0112, 1) not in (0, 1)
+
+
 def to_rgb8(image: Image.Image) -> np.ndarray:
     """A decoded PIL image of any mode as an HxWx3 uint8 RGB array (EXIF orientation applied)."""
-    image = ImageOps.exif_transpose(image)
+    image = ImageOps.exif_transpose(image, in_place=False) if _rotated(image) else image
     if image.mode in _SIXTEEN_BIT:
         array = np.asarray(image).astype(np.float32)
         top = 65535.0 if image.mode.startswith("I;16") or array.max() > 255 else 255.0
@@ -34,18 +39,16 @@ def to_rgb8(image: Image.Image) -> np.ndarray:
 
 
 def load_image(
-    path: str | Path, *, max_pixels: int = DEFAULT_MAX_PIXELS, reduce_to: int | None = None
+    path: str | Path, *, max_pixels: int = DEFAULT_MAX_PIXELS
 ) -> tuple[np.ndarray, tuple[int, int]]:
     """Load an image file as RGB uint8.
 
     Args:
         path: image file.
         max_pixels: refuse larger images before decoding.
-        reduce_to: if given, a JPEG may be decoded at 1/2, 1/4 or 1/8 scale (DCT scaling) as long as
-            both sides stay at least this large; the caller only needs a model-sized input then.
 
     Returns:
-        ``(rgb, (height, width))``: the array and the image's full, EXIF-oriented size.
+        ``(rgb, (height, width))``: the array and its (EXIF-oriented) size.
 
     Raises:
         ImageError: missing, not an image, corrupt or truncated, or too large.
@@ -63,10 +66,6 @@ def load_image(
                     f"{path}: {width}x{height} is {width * height / 1e6:.0f} megapixels, over the "
                     f"limit of {max_pixels / 1e6:.0f}; raise --max-pixels if you trust this file"
                 )
-            transposed = image.getexif().get(0x0112, 1) in (5, 6, 7, 8)
-            full = (width, height) if not transposed else (height, width)
-            if reduce_to and image.format == "JPEG":
-                image.draft("RGB", (reduce_to, reduce_to))
             image.load()
             rgb = to_rgb8(image)
     except ImageError:
@@ -78,7 +77,7 @@ def load_image(
             else (f"corrupt or truncated image ({exc})")
         )
         raise ImageError(f"{path}: {kind}") from None
-    return rgb, (full[1], full[0])
+    return rgb, rgb.shape[:2]
 
 
 def write_atomic(path: Path, data: bytes) -> None:

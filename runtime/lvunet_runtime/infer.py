@@ -17,14 +17,30 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import cv2
+import numpy as np
 
 from lvunet_runtime.errors import ImageError, LVUNetRuntimeError, OutputError
 from lvunet_runtime.image import DEFAULT_MAX_PIXELS, load_image, write_atomic
 from lvunet_runtime.outputs import overlay, region_stats, write_image_outputs
+from lvunet_runtime.processing import keep_largest_region, postprocess, resize_input, to_model_input
 from lvunet_runtime.session import Segmenter
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".gif"}
 VIDEO_SUFFIXES = {".mp4", ".avi", ".mov", ".mkv"}
+
+
+def default_workers() -> int:
+    """Decode and write threads: one per two cores (one each on a 2-core laptop)."""
+    return max(1, min(4, (os.cpu_count() or 2) // 2))
+
+
+def default_model_threads() -> int:
+    """ONNX Runtime threads for a multi-image run: the cores the decode/write threads leave free.
+
+    On 2 cores this is 1 thread: measured 112 images/s against 80 with 2 threads, whose spinning
+    workers compete with decoding (benchmarks/results/cpu/end_to_end.md).
+    """
+    return max(1, (os.cpu_count() or 2) - default_workers())
 
 
 @dataclass
@@ -37,10 +53,10 @@ class InferOptions:
     json: bool = False
     overwrite: bool = False
     recursive: bool = False
-    batch_size: int = 4
+    batch_size: int = 1
     keep_largest: bool = False
     max_pixels: int = DEFAULT_MAX_PIXELS
-    workers: int = 2
+    workers: int = field(default_factory=lambda: default_workers())
     progress: bool = True
 
 
@@ -216,21 +232,33 @@ def check_writable(directory: Path) -> None:
 def run_images(
     segmenter: Segmenter, jobs: list[Job], options: InferOptions, summary: RunSummary
 ) -> None:
-    """Segment ``jobs`` with decoding and writing overlapped with inference (bounded queues)."""
+    """Segment ``jobs``: loader threads decode and resize, the calling thread only runs the model,
+    writer threads resize the probabilities back, threshold, encode and write. Queues are bounded
+    (a few images each), so memory stays flat however large the folder.
+    """
     if not jobs:
         return
     for directory in {p.parent for job in jobs for p in job.outputs.values()}:
         check_writable(directory)
     contract = segmenter.contract
-    reduce_to = None if options.overlay else max(contract.input_height, contract.input_width)
     batch_size = max(1, options.batch_size)
+    depth = batch_size + options.workers  # images decoded ahead, and written behind
     progress = _progress(len(jobs), options.progress)
     task = progress.add_task("segment", total=len(jobs), rate="-") if progress else None
     start = time.perf_counter()
-    model_name = str(segmenter.path)
+    meta = {"model": str(segmenter.path), "threshold": segmenter.threshold}
 
-    def load(job: Job):
-        return load_image(job.source, max_pixels=options.max_pixels, reduce_to=reduce_to)
+    def load(job: Job) -> tuple[np.ndarray, np.ndarray | None, tuple[int, int]]:
+        rgb, size = load_image(job.source, max_pixels=options.max_pixels)
+        return resize_input(rgb, contract), rgb if options.overlay else None, size
+
+    def finish(job: Job, logits: np.ndarray, rgb: np.ndarray | None, size: tuple[int, int]) -> dict:
+        probability, mask = postprocess(logits, size, segmenter.threshold)
+        if options.keep_largest:
+            mask = keep_largest_region(mask)
+        return write_image_outputs(
+            job.outputs, rgb, probability, mask, {"input": str(job.source), **meta}
+        )
 
     with (
         ThreadPoolExecutor(options.workers) as loaders,
@@ -241,7 +269,7 @@ def run_images(
         queue = iter(jobs)
 
         def refill() -> None:
-            while len(pending) < 2 * batch_size:
+            while len(pending) < depth:
                 job = next(queue, None)
                 if job is None:
                     return
@@ -272,41 +300,19 @@ def run_images(
                 while pending and len(batch) < batch_size:
                     job, future = pending.popleft()
                     try:
-                        rgb, size = future.result()
+                        batch.append((job, *future.result()))
                     except ImageError as exc:
                         summary.failed.append({"input": str(job.source), "error": str(exc)})
                         if progress:
                             progress.update(task, advance=1)
-                        continue
-                    batch.append((job, rgb, size))
                     refill()
                 if not batch:
                     continue
-                predictions = segmenter.predict_batch(
-                    [rgb for _, rgb, _ in batch],
-                    keep_largest=options.keep_largest,
-                    sizes=[size for _, _, size in batch],
-                )
-                for (job, rgb, _size), prediction in zip(batch, predictions, strict=True):
-                    meta = {
-                        "input": str(job.source),
-                        "model": model_name,
-                        "threshold": segmenter.threshold,
-                    }
-                    writes.append(
-                        (
-                            job,
-                            writers.submit(
-                                write_image_outputs,
-                                job.outputs,
-                                rgb if options.overlay else None,
-                                prediction.probability,
-                                prediction.mask,
-                                meta,
-                            ),
-                        )
-                    )
-                drain_writes(2 * batch_size)
+                resized = np.stack([item[1] for item in batch])
+                logits = segmenter.run(to_model_input(resized, contract))
+                for (job, _, rgb, size), logit in zip(batch, logits, strict=True):
+                    writes.append((job, writers.submit(finish, job, logit, rgb, size)))
+                drain_writes(depth)
             drain_writes(0)
         finally:
             if progress:
