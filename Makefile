@@ -21,7 +21,8 @@ $(DEMO_VENV)/.installed: runtime/pyproject.toml
 	touch $@
 
 demo: $(DEMO_VENV)/.installed
-	$(DEMO_VENV)/bin/lvunet-infer runtime/lvunet_runtime/samples --out lvunet-output --overlay --json
+	$(DEMO_VENV)/bin/lvunet-infer 'runtime/lvunet_runtime/samples/kvasir-seg__*.jpg' --out lvunet-output/polyp --overlay --json
+	$(DEMO_VENV)/bin/lvunet-infer 'runtime/lvunet_runtime/samples/busi__*.jpg' --model breast-ultrasound --out lvunet-output/breast-ultrasound --overlay --json
 
 lint: $(VENV)/.installed
 	$(VENV)/bin/python -m pip install -q ruff && $(VENV)/bin/ruff check . && $(VENV)/bin/ruff format --check .
