@@ -21,7 +21,12 @@ import torch.distributed as dist
 from torch import nn
 from tqdm import tqdm
 
-from lvunet_edge.checkpoint import load_checkpoint, read_checkpoint, save_checkpoint
+from lvunet_edge.checkpoint import (
+    atomic_torch_save,
+    load_checkpoint,
+    read_checkpoint,
+    save_checkpoint,
+)
 from lvunet_edge.data import find_pairs, load_dataset, make_split, write_split
 from lvunet_edge.errors import LVUNetError
 from lvunet_edge.losses import bce_dice_loss
@@ -350,6 +355,7 @@ def train(
     metrics["epochs"] = config.epochs
     metrics["deep_epochs"] = config.effective_deep_epochs
     (run_dir / "metrics.json").write_text(json.dumps(metrics, indent=1) + "\n")
+    record_test_metrics(run_dir / "best.pt", metrics)
     _log(
         log_dir,
         f"test ({len(test_set.ids)} images): trained IoU {metrics['trained']['iou']:.4f} "
@@ -357,6 +363,18 @@ def train(
         f"Dice {metrics['fused']['dice']:.4f}; max |logit diff| {metrics['max_abs_logit_diff']:.2e}",
     )
     return metrics
+
+
+def record_test_metrics(checkpoint: Path, metrics: dict) -> None:
+    """Store the test metrics in the checkpoint itself, so the export can carry them into the ONNX file."""
+    payload = read_checkpoint(checkpoint)
+    payload["test_metrics"] = {
+        "trained": metrics["trained"],
+        "fused": metrics["fused"],
+        "max_abs_logit_diff": metrics["max_abs_logit_diff"],
+        "split_size": metrics["split_size"],
+    }
+    atomic_torch_save(payload, checkpoint)
 
 
 def _evaluate_counts(model: nn.Module, dataset, device: torch.device) -> dict[str, float]:

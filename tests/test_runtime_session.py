@@ -84,3 +84,37 @@ def test_bundled_models_segment_their_own_kind_of_image():
             pred = segmenter.predict(load_image(path)[0]).mask
             dices.append(2 * (pred & mask).sum() / max(pred.sum() + mask.sum(), 1))
         assert np.mean(dices) > floor, (name, dices)
+
+
+def test_gpu_providers_ordered_first_with_options(monkeypatch, exported):
+    """The CUDA/TensorRT path without a GPU: order, options, and no silent fallback."""
+    import lvunet_runtime.session as session_module
+
+    fake = ["TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider"]
+    monkeypatch.setattr(ort, "get_available_providers", lambda: fake)
+    assert resolve_providers(None) == fake
+    assert resolve_providers(["cuda", "cpu"]) == ["CUDAExecutionProvider", "CPUExecutionProvider"]
+    captured = {}
+    real = ort.InferenceSession
+
+    def fake_session(path, options, providers, provider_options):
+        captured.update(providers=providers, provider_options=provider_options)
+        return real(path, options, providers=["CPUExecutionProvider"])
+
+    monkeypatch.setattr(session_module.ort, "InferenceSession", fake_session)
+    with pytest.raises(ProviderError, match="fell back to CPU"):
+        Segmenter(exported[0], providers=["tensorrt", "cuda"])
+    assert captured["providers"] == ["TensorrtExecutionProvider", "CUDAExecutionProvider"]
+    assert captured["provider_options"][0]["trt_engine_cache_enable"] == "True"
+    assert captured["provider_options"][1] == {"cudnn_conv_algo_search": "HEURISTIC"}
+
+
+def test_keep_largest_region():
+    from lvunet_runtime.processing import keep_largest_region
+
+    mask = np.zeros((20, 20), bool)
+    mask[1:3, 1:3] = True
+    mask[10:18, 10:18] = True
+    kept = keep_largest_region(mask)
+    assert kept.sum() == 64 and not kept[1, 1]
+    assert not keep_largest_region(np.zeros((4, 4), bool)).any()

@@ -45,6 +45,7 @@ def test_loss_falls_and_final_slope_is_one(finished_run):
     assert info["slope"] == 1.0
     _, best_info = load_checkpoint(run_dir / "best.pt")
     assert best_info["slope"] == 1.0 and best_info["epoch"] == 2  # only epoch 2 is fully at slope 1
+    assert best_info["test_metrics"]["fused"] == metrics["fused"]  # carried on to the ONNX metadata
 
 
 def test_metrics_trained_equals_fused_and_reload_reproduces_them(finished_run):

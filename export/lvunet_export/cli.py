@@ -27,6 +27,9 @@ def export_command(
         False, help="Take uint8 NHWC RGB; normalise inside the graph."
     ),
     label: str | None = typer.Option(None, help="Name of the segmented structure."),
+    dataset: str | None = typer.Option(
+        None, help="Training data description (default: folder name)."
+    ),
     overwrite: bool = typer.Option(False, help="Replace an existing output file."),
 ) -> None:
     """Export CKPT to OUT and prove that ONNX Runtime computes what the trained model computes."""
@@ -46,6 +49,7 @@ def export_command(
             verify_images=verify_images,
             uint8_input=uint8_input,
             label=label,
+            dataset=dataset,
             overwrite=overwrite,
         )
     except LVUNetError as exc:

@@ -146,6 +146,7 @@ def export_onnx(
     verify_images: str | Path | None = None,
     uint8_input: bool = False,
     label: str | None = None,
+    dataset: str | None = None,
     overwrite: bool = False,
 ) -> ExportReport:
     """Export a training checkpoint to a verified ONNX file. See the module docstring for the steps.
@@ -202,9 +203,10 @@ def export_onnx(
         label=label or info.get("label") or "foreground",
         precision=precision,
         model_config=info["config"],
-        training_dataset=str(train_config.get("data", "")),
+        training_dataset=dataset or Path(str(train_config.get("data", ""))).name,
         split=str(info.get("split", {}).get("source", "")),
-        test_metrics=dict(info.get("test_metrics", metrics)),
+        test_metrics=dict(info.get("test_metrics", {})),  # written by lvunet-train after its test
+        validation_metrics=dict(metrics.get("val", {})),
         source_sha256=_sha256(checkpoint),
         versions={
             "torch": torch.__version__,

@@ -53,6 +53,7 @@ class ModelContract:
     training_dataset: str = ""
     split: str = ""
     test_metrics: dict[str, Any] = field(default_factory=dict)
+    validation_metrics: dict[str, Any] = field(default_factory=dict)
     source_sha256: str = ""
     versions: dict[str, str] = field(default_factory=dict)
     contract_version: str = CONTRACT_VERSION

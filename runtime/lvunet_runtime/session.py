@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -34,6 +35,19 @@ PROVIDER_ALIASES = {
     "dml": "DmlExecutionProvider",
     "openvino": "OpenVINOExecutionProvider",
 }
+
+
+def provider_options(name: str) -> dict[str, str]:
+    """Options we pass to GPU providers: fast cuDNN algorithm choice, a persistent TensorRT engine cache
+    (building an engine takes minutes; without the cache every start would pay it again)."""
+    if name == "CUDAExecutionProvider":
+        return {"cudnn_conv_algo_search": "HEURISTIC"}
+    if name == "TensorrtExecutionProvider":
+        cache = Path(
+            os.environ.get("LVUNET_TRT_CACHE", Path.home() / ".cache" / "lvunet" / "tensorrt")
+        )
+        return {"trt_engine_cache_enable": "True", "trt_engine_cache_path": str(cache)}
+    return {}
 
 
 def bundled_models() -> list[str]:
@@ -115,7 +129,12 @@ class Segmenter:
                 raise ProviderError(f"threads must be at least 1, not {threads}")
             options.intra_op_num_threads = threads
         try:
-            self.session = ort.InferenceSession(str(self.path), options, providers=requested)
+            self.session = ort.InferenceSession(
+                str(self.path),
+                options,
+                providers=requested,
+                provider_options=[provider_options(p) for p in requested],
+            )
         except Exception as exc:  # onnxruntime raises its own pybind types for bad files
             first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
             raise ModelError(f"{self.path}: not a loadable ONNX model ({first[:200]})") from None
