@@ -248,6 +248,12 @@ def train(
     if world > 1:
         if device.type == "cuda":
             net = nn.SyncBatchNorm.convert_sync_batchnorm(model)
+        else:
+            _log(
+                log_dir,
+                "DDP on CPU: SyncBatchNorm needs CUDA, so each process normalises its own "
+                "batch; DDP broadcasts rank 0's BatchNorm statistics every step",
+            )
         net = nn.parallel.DistributedDataParallel(
             net, device_ids=[device.index] if device.type == "cuda" else None
         )

@@ -108,6 +108,14 @@ def collect_inputs(
     images: list[tuple[Path, Path | None]] = []
     videos: list[Path] = []
     errors: list[dict[str, str]] = []
+
+    def add(paths: list[Path], base: Path | None) -> None:
+        for p in paths:
+            if p.suffix.lower() in VIDEO_SUFFIXES:
+                videos.append(p)
+            else:
+                images.append((p, base))
+
     for raw in inputs:
         path = Path(raw)
         if path.is_dir():
@@ -116,28 +124,14 @@ def collect_inputs(
             media = [p for p in found if p.suffix.lower() in IMAGE_SUFFIXES | VIDEO_SUFFIXES]
             if not media:
                 errors.append({"input": raw, "error": f"{raw}: no images or videos in this folder"})
-            for p in media:
-                (
-                    videos.append(p)
-                    if p.suffix.lower() in VIDEO_SUFFIXES
-                    else images.append((p, path))
-                )
+            add(media, path)
         elif path.exists():
-            (
-                videos.append(path)
-                if path.suffix.lower() in VIDEO_SUFFIXES
-                else images.append((path, None))
-            )
+            add([path], None)
         elif glob.has_magic(raw):
             matches = sorted(Path(m) for m in glob.glob(raw, recursive=True) if Path(m).is_file())
             if not matches:
                 errors.append({"input": raw, "error": f"{raw}: no files match this pattern"})
-            for p in matches:
-                (
-                    videos.append(p)
-                    if p.suffix.lower() in VIDEO_SUFFIXES
-                    else images.append((p, None))
-                )
+            add(matches, None)
         else:
             errors.append({"input": raw, "error": f"{raw}: file not found"})
     return images, videos, errors
