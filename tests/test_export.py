@@ -86,17 +86,6 @@ def test_precision_variants(random_checkpoint, tmp_path, precision):
         assert any(i.data_type == onnx.TensorProto.FLOAT16 for i in graph.initializer)
 
 
-def test_uint8_input_variant_gives_same_masks(random_checkpoint, exported, tmp_path):
-    from lvunet_runtime import Segmenter, load_image
-
-    out = tmp_path / "u8.onnx"
-    export_onnx(random_checkpoint, out, uint8_input=True, verify_images=DATA / "images")
-    float_model, uint8_model = Segmenter(exported[0]), Segmenter(out)
-    assert uint8_model.contract.input_layout == "uint8-nhwc"
-    rgb, _ = load_image(sorted((DATA / "images").iterdir())[0])
-    assert np.array_equal(float_model.predict(rgb).mask, uint8_model.predict(rgb).mask)
-
-
 def test_failed_parity_leaves_no_file(random_checkpoint, tmp_path, monkeypatch):
     import lvunet_export.export as export_module
 

@@ -23,9 +23,6 @@ def export_command(
     calib: Path | None = typer.Option(None, help="Calibration images for int8."),
     simplify: bool = typer.Option(True, help="Simplify with onnxsim."),
     verify_images: Path | None = typer.Option(None, help="Real images for the parity checks."),
-    uint8_input: bool = typer.Option(
-        False, help="Take uint8 NHWC RGB; normalise inside the graph."
-    ),
     label: str | None = typer.Option(None, help="Name of the segmented structure."),
     dataset: str | None = typer.Option(
         None, help="Training data description (default: folder name)."
@@ -47,7 +44,6 @@ def export_command(
             calib=calib,
             simplify=simplify,
             verify_images=verify_images,
-            uint8_input=uint8_input,
             label=label,
             dataset=dataset,
             overwrite=overwrite,

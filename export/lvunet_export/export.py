@@ -22,10 +22,9 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 import torch
-from lvunet_runtime.contract import LAYOUT_FLOAT_NCHW, LAYOUT_UINT8_NHWC, ModelContract
+from lvunet_runtime.contract import ModelContract
 from lvunet_runtime.image import load_image
-from lvunet_runtime.processing import preprocess
-from torch import nn
+from lvunet_runtime.processing import resize_input, to_model_input
 
 from lvunet_edge import LVUNetError, load_checkpoint, reparameterize_model
 from lvunet_edge.checkpoint import read_checkpoint
@@ -57,21 +56,6 @@ class ExportReport:
     notes: list[str] = field(default_factory=list)
 
 
-class _Uint8Input(nn.Module):
-    """uint8 NHWC RGB in, logits out: cast, scale and normalise inside the graph."""
-
-    def __init__(self, model: nn.Module, contract: ModelContract) -> None:
-        super().__init__()
-        self.model = model
-        std = torch.tensor(contract.std).view(1, 3, 1, 1)
-        self.register_buffer("scale", contract.pixel_scale / std)
-        self.register_buffer("shift", torch.tensor(contract.mean).view(1, 3, 1, 1) / std)
-
-    def forward(self, image: torch.Tensor) -> torch.Tensor:
-        x = image.permute(0, 3, 1, 2).float() * self.scale - self.shift
-        return self.model(x)
-
-
 def _sha256(path: Path) -> str:
     digest = hashlib.sha256()
     with open(path, "rb") as handle:
@@ -81,35 +65,14 @@ def _sha256(path: Path) -> str:
 
 
 def _verify_batch(folder: Path | None, contract: ModelContract, limit: int = 16) -> np.ndarray:
-    """Real images preprocessed exactly as the runtime does: uint8 (N, H, W, 3) at model size."""
+    """Real images resized exactly as the runtime does: uint8 (N, H, W, 3) at model size."""
     folder = folder or DEFAULT_VERIFY_IMAGES
     if not folder.is_dir():
         raise ExportError(f"verification image folder not found: {folder}")
     paths = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)[:limit]
     if not paths:
         raise ExportError(f"no images in {folder}")
-    images = [load_image(p)[0] for p in paths]
-    resized = preprocess(
-        images,
-        ModelContract(
-            input_layout=LAYOUT_UINT8_NHWC,
-            input_height=contract.input_height,
-            input_width=contract.input_width,
-        ),
-    )
-    return resized
-
-
-def _float_input(batch_uint8: np.ndarray, contract: ModelContract) -> np.ndarray:
-    nchw = ModelContract(
-        input_layout=LAYOUT_FLOAT_NCHW,
-        mean=contract.mean,
-        std=contract.std,
-        pixel_scale=contract.pixel_scale,
-    )
-    from lvunet_runtime.processing import to_model_input
-
-    return to_model_input(batch_uint8, nchw)
+    return np.stack([resize_input(load_image(p)[0], contract) for p in paths])
 
 
 def _dice(a: np.ndarray, b: np.ndarray) -> float:
@@ -144,7 +107,6 @@ def export_onnx(
     calib: str | Path | None = None,
     simplify: bool = True,
     verify_images: str | Path | None = None,
-    uint8_input: bool = False,
     label: str | None = None,
     dataset: str | None = None,
     overwrite: bool = False,
@@ -196,7 +158,6 @@ def export_onnx(
     metrics = info.get("metrics", {})
     train_config = info.get("train_config", {})
     contract = ModelContract(
-        input_layout=LAYOUT_UINT8_NHWC if uint8_input else LAYOUT_FLOAT_NCHW,
         input_height=image_size,
         input_width=image_size,
         dynamic_batch=dynamic_batch,
@@ -226,7 +187,7 @@ def export_onnx(
     real_batch = _verify_batch(Path(verify_images) if verify_images else None, contract)
     report.verify_images = len(real_batch)
     inputs = np.concatenate([random_batch, real_batch])
-    float_inputs = _float_input(inputs, contract)
+    float_inputs = to_model_input(inputs, contract)
     with torch.no_grad():
         x = torch.from_numpy(float_inputs)
         trained_logits = trained(x)[:, 0].numpy()
@@ -248,13 +209,12 @@ def export_onnx(
     os.close(fd)
     tmp = Path(tmp_name)
     try:
-        export_module = _Uint8Input(fused, contract).eval() if uint8_input else fused
-        example = torch.from_numpy(inputs[:1] if uint8_input else float_inputs[:1])
+        example = torch.from_numpy(float_inputs[:1])
         axes = {contract.input_name: {0: "batch"}, contract.output_name: {0: "batch"}}
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             torch.onnx.export(
-                export_module,
+                fused,
                 (example,),
                 str(tmp),
                 opset_version=opset,
@@ -301,8 +261,7 @@ def export_onnx(
             raise ExportError(f"exported graph still has {sorted(leftovers)} nodes")
 
         # Step 6: ONNX Runtime vs torch on the same inputs.
-        feed = inputs if uint8_input else float_inputs
-        ort_logits = _run_ort(tmp, feed, contract)
+        ort_logits = _run_ort(tmp, float_inputs, contract)
         report.ort_vs_torch_max_abs = float(np.abs(ort_logits - fused_logits).max())
         ort_masks, torch_masks = ort_logits > 0, fused_logits > 0
         report.mask_agreement = float((ort_masks == torch_masks).mean())
@@ -366,7 +325,7 @@ class _CalibrationReader:
         batch = _verify_batch(folder, contract, limit=64)
         self._items = iter(
             [
-                {contract.input_name: _float_input(batch[i : i + 1], contract)}
+                {contract.input_name: to_model_input(batch[i : i + 1], contract)}
                 for i in range(len(batch))
             ]
         )

@@ -5,7 +5,7 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
-from lvunet_runtime.contract import LAYOUT_UINT8_NHWC, ModelContract
+from lvunet_runtime.contract import ModelContract
 
 _INTERPOLATION = {
     "area": cv2.INTER_AREA,
@@ -24,9 +24,7 @@ def resize_input(rgb: np.ndarray, contract: ModelContract) -> np.ndarray:
 
 
 def to_model_input(batch: np.ndarray, contract: ModelContract) -> np.ndarray:
-    """Resized uint8 (B, H, W, 3) RGB -> what the graph takes (float NCHW normalised, or as is)."""
-    if contract.input_layout == LAYOUT_UINT8_NHWC:
-        return np.ascontiguousarray(batch)
+    """Resized uint8 (B, H, W, 3) RGB -> the graph's float32 NCHW input, normalised."""
     std = np.asarray(contract.std, np.float32)
     scale = (np.float32(contract.pixel_scale) / std).reshape(1, 3, 1, 1)
     shift = (np.asarray(contract.mean, np.float32) / std).reshape(1, 3, 1, 1)
