@@ -199,6 +199,11 @@ def train(
             torch.cuda.set_device(device)
     main = rank == 0
     run_dir = Path(config.out)
+    if state is None and (run_dir / "last.pt").exists():
+        raise LVUNetError(
+            f"{run_dir} already holds a run (last.pt); continue it with --resume {run_dir} "
+            "or choose another --out"
+        )
     if main:
         run_dir.mkdir(parents=True, exist_ok=True)
     log_dir = run_dir if main else None

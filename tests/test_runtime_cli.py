@@ -269,3 +269,32 @@ def test_glob_and_recursive(tmp_path, exported):
         None,
     )
     _one_line(result, 1, "no files match")
+
+
+def test_eval_error_paths(tmp_path, exported):
+    model = ["--model", exported[0]]
+    _one_line(
+        _run("eval", [*model, "--data", tmp_path / "none"], None),
+        1,
+        "images/ and masks/",
+        "lvunet-eval",
+    )
+    _one_line(
+        _run("eval", [*model, "--data", DATA, "--split-file", tmp_path / "ids.txt"], None),
+        1,
+        "split file not found",
+        "lvunet-eval",
+    )
+    (tmp_path / "ids.txt").write_text("not-an-id\n")
+    _one_line(
+        _run("eval", [*model, "--data", DATA, "--split-file", tmp_path / "ids.txt"], None),
+        1,
+        "without an image and mask",
+        "lvunet-eval",
+    )
+    data = tmp_path / "d"
+    (data / "images").mkdir(parents=True)
+    (data / "masks").mkdir()
+    (data / "images" / "a.png").write_text("broken")
+    Image.new("L", (8, 8)).save(data / "masks" / "a.png")
+    _one_line(_run("eval", [*model, "--data", data], None), 1, "not an image", "lvunet-eval")

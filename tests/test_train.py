@@ -94,6 +94,12 @@ def test_cli_errors_are_one_line(tmp_path):
         result.stderr.strip().startswith("lvunet-train: error:")
         and "Traceback" not in result.stderr
     )
+    taken = tmp_path / "taken"
+    taken.mkdir()
+    (taken / "last.pt").write_bytes(b"a previous run")
+    result = _cli("--data", str(DATA), "--out", str(taken))
+    assert result.returncode == 1 and "already holds a run" in result.stderr
+    assert (taken / "last.pt").read_bytes() == b"a previous run"
     result = _cli("--data", str(DATA), "--image-size", "100", "--out", str(tmp_path / "o"))
     assert result.returncode == 1 and "multiple of 128" in result.stderr
     empty = tmp_path / "empty"
