@@ -169,3 +169,14 @@ def test_cli_happy_path_prints_summary(tmp_path, random_checkpoint):
         and "lvunet-infer" in result.stdout
         and out.is_file()
     )
+
+
+def test_cli_bad_verification_images(tmp_path, random_checkpoint):
+    bad = tmp_path / "bad"
+    bad.mkdir()
+    (bad / "a.jpg").write_text("junk")
+    _one_line_error(
+        _cli("--ckpt", random_checkpoint, "--out", tmp_path / "m.onnx", "--verify-images", bad),
+        "verification image unusable",
+    )
+    assert not (tmp_path / "m.onnx").exists()

@@ -23,6 +23,7 @@ import onnx
 import onnxruntime as ort
 import torch
 from lvunet_runtime.contract import ModelContract
+from lvunet_runtime.errors import LVUNetRuntimeError
 from lvunet_runtime.image import load_image
 from lvunet_runtime.processing import resize_input, to_model_input
 
@@ -72,7 +73,10 @@ def _verify_batch(folder: Path | None, contract: ModelContract, limit: int = 16)
     paths = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)[:limit]
     if not paths:
         raise ExportError(f"no images in {folder}")
-    return np.stack([resize_input(load_image(p)[0], contract) for p in paths])
+    try:
+        return np.stack([resize_input(load_image(p)[0], contract) for p in paths])
+    except LVUNetRuntimeError as exc:
+        raise ExportError(f"verification image unusable: {exc}") from None
 
 
 def _dice(a: np.ndarray, b: np.ndarray) -> float:
@@ -211,21 +215,26 @@ def export_onnx(
     try:
         example = torch.from_numpy(float_inputs[:1])
         axes = {contract.input_name: {0: "batch"}, contract.output_name: {0: "batch"}}
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            torch.onnx.export(
-                fused,
-                (example,),
-                str(tmp),
-                opset_version=opset,
-                dynamo=False,
-                input_names=[contract.input_name],
-                output_names=[contract.output_name],
-                dynamic_axes=axes if dynamic_batch else None,
-                do_constant_folding=True,
-            )
-        model = onnx.load(str(tmp))
-        onnx.checker.check_model(model, full_check=True)
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                torch.onnx.export(
+                    fused,
+                    (example,),
+                    str(tmp),
+                    opset_version=opset,
+                    dynamo=False,
+                    input_names=[contract.input_name],
+                    output_names=[contract.output_name],
+                    dynamic_axes=axes if dynamic_batch else None,
+                    do_constant_folding=True,
+                )
+            model = onnx.load(str(tmp))
+            onnx.checker.check_model(model, full_check=True)
+        except (RuntimeError, ValueError, onnx.checker.ValidationError) as exc:
+            # e.g. an opset too old for hardswish (< 14): say so instead of a traceback
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise ExportError(f"ONNX export at opset {opset} failed: {first[:300]}") from None
         report.steps.append(
             f"torch.onnx.export (TorchScript exporter, opset {opset}) + onnx.checker"
         )
