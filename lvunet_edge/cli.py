@@ -75,6 +75,9 @@ def train_command(
     except LVUNetError as exc:
         typer.echo(f"lvunet-train: error: {str(exc)}", err=True)
         raise typer.Exit(1) from None
+    except KeyboardInterrupt:
+        typer.echo(f"lvunet-train: interrupted; continue with --resume {resume or out}", err=True)
+        raise typer.Exit(130) from None
     if metrics:
         typer.echo(json.dumps({k: metrics[k] for k in ("trained", "fused")}, indent=1))
 

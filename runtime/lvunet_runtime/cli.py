@@ -97,6 +97,9 @@ def infer_command(
         summary = infer(inputs, segmenter, options)
     except LVUNetRuntimeError as exc:
         _fail("lvunet-infer", exc)
+    except KeyboardInterrupt:
+        typer.echo("lvunet-infer: interrupted; outputs written so far are complete", err=True)
+        raise typer.Exit(130) from None
     attempted = summary.processed + summary.skipped_existing + summary.videos + len(summary.failed)
     if summary.failed and attempted == 1:
         _fail("lvunet-infer", LVUNetRuntimeError(summary.failed[0]["error"]))
