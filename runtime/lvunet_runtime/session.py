@@ -161,24 +161,15 @@ class Segmenter:
         return self.session.run([contract.output_name], {contract.input_name: batch})[0][:, 0]
 
     def predict_batch(
-        self,
-        images: list[np.ndarray],
-        *,
-        keep_largest: bool = False,
-        sizes: list[tuple[int, int]] | None = None,
+        self, images: list[np.ndarray], *, keep_largest: bool = False
     ) -> list[Prediction]:
-        """RGB uint8 images of any sizes -> predictions at each image's own size.
-
-        ``sizes`` (height, width) overrides the output size per image, for images decoded at reduced
-        scale (``load_image(..., reduce_to=...)``) whose masks must come back at full size.
-        """
+        """RGB uint8 images of any sizes -> predictions at each image's own size."""
         if not images:
             return []
         logits = self.run(preprocess(images, self.contract))
-        sizes = sizes or [image.shape[:2] for image in images]
         results = []
-        for size, logit in zip(sizes, logits, strict=True):
-            prob, mask = postprocess(logit, size, self.threshold)
+        for image, logit in zip(images, logits, strict=True):
+            prob, mask = postprocess(logit, image.shape[:2], self.threshold)
             results.append(Prediction(prob, keep_largest_region(mask) if keep_largest else mask))
         return results
 
