@@ -1,6 +1,6 @@
-"""Batch inference over images, folders, globs and videos, with decoding and writing overlapped with the
-model: loader threads decode ahead (bounded), the main thread runs the session in batches, writer
-threads encode and write atomically. One session serves the whole run.
+"""Inference over images, folders, globs and videos, with decoding and writing overlapped with the
+model: loader threads decode and resize ahead (bounded), the calling thread only runs the session,
+writer threads post-process, encode and write atomically. One session serves the whole run.
 """
 
 from __future__ import annotations
@@ -37,8 +37,8 @@ def default_workers() -> int:
 def default_model_threads() -> int:
     """ONNX Runtime threads for a multi-image run: the cores the decode/write threads leave free.
 
-    On 2 cores this is 1 thread: measured 112 images/s against 80 with 2 threads, whose spinning
-    workers compete with decoding (benchmarks/results/cpu/end_to_end.md).
+    On 2 cores this is 1 thread: measured 109-112 images/s against 74-80 with 2 threads, whose spinning
+    workers compete with decoding (benchmarks/results/cpu/README.md).
     """
     return max(1, (os.cpu_count() or 2) - default_workers())
 
@@ -56,7 +56,7 @@ class InferOptions:
     batch_size: int = 1
     keep_largest: bool = False
     max_pixels: int = DEFAULT_MAX_PIXELS
-    workers: int = field(default_factory=lambda: default_workers())
+    workers: int = field(default_factory=default_workers)
     progress: bool = True
 
 
