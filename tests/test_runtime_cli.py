@@ -298,3 +298,25 @@ def test_eval_error_paths(tmp_path, exported):
     (data / "images" / "a.png").write_text("broken")
     Image.new("L", (8, 8)).save(data / "masks" / "a.png")
     _one_line(_run("eval", [*model, "--data", data], None), 1, "not an image", "lvunet-eval")
+
+
+def test_threshold_and_keep_largest_options(tmp_path):
+    image = DATA / "images" / "kvasir-seg__cju2htabevq9108015qjei0x7.jpg"
+    areas = {}
+    for name, extra in (
+        ("low", ["--threshold", "0.05"]),
+        ("high", ["--threshold", "0.95"]),
+        ("largest", ["--keep-largest", "--threshold", "0.05"]),
+    ):
+        out = tmp_path / name
+        result = _run("infer", [image, "--out", out, "--json", *extra], None)
+        assert result.returncode == 0, result.stderr
+        stats = json.loads((out / f"{image.stem}.json").read_text())
+        areas[name] = stats
+        assert stats["threshold"] == float(extra[-1])
+    assert areas["high"]["area_px"] < areas["low"]["area_px"]
+    assert (
+        areas["largest"]["regions"] == 1 and areas["largest"]["area_px"] <= areas["low"]["area_px"]
+    )
+    result = _run("infer", [image, "--out", tmp_path / "x", "--threshold", "1.5"], None)
+    _one_line(result, 1, "threshold must be between 0 and 1")

@@ -10,7 +10,7 @@ import numpy as np
 import onnxruntime as ort
 
 from lvunet_runtime.contract import ModelContract
-from lvunet_runtime.errors import ModelError, ProviderError
+from lvunet_runtime.errors import LVUNetRuntimeError, ModelError, ProviderError
 from lvunet_runtime.processing import keep_largest_region, postprocess, preprocess
 
 MODELS_DIR = Path(__file__).parent / "models"
@@ -126,7 +126,7 @@ class Segmenter:
         options.log_severity_level = 3
         if threads is not None:
             if threads < 1:
-                raise ProviderError(f"threads must be at least 1, not {threads}")
+                raise LVUNetRuntimeError(f"threads must be at least 1, not {threads}")
             options.intra_op_num_threads = threads
         try:
             self.session = ort.InferenceSession(
@@ -146,7 +146,7 @@ class Segmenter:
                 raise ProviderError(f"ONNX Runtime could not start {missing}; it fell back to CPU")
         self.threshold = self.contract.threshold if threshold is None else float(threshold)
         if not 0.0 < self.threshold < 1.0:
-            raise ProviderError(f"threshold must be between 0 and 1, not {self.threshold}")
+            raise LVUNetRuntimeError(f"threshold must be between 0 and 1, not {self.threshold}")
 
     @property
     def active_providers(self) -> list[str]:
