@@ -20,7 +20,10 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def _config(out, **overrides):
-    values = dict(data=str(DATA), out=str(out), image_size=128, epochs=3, batch_size=4, workers=2)
+    # 6 epochs x 4 steps at lr 3e-3: enough steps for the loss to fall clearly (about 6%), still ~2 s.
+    values = dict(
+        data=str(DATA), out=str(out), image_size=128, epochs=6, batch_size=2, lr=3e-3, workers=2
+    )
     return TrainConfig(**{**values, **overrides})
 
 
@@ -38,13 +41,13 @@ def _log(run_dir):
 def test_loss_falls_and_final_slope_is_one(finished_run):
     run_dir, metrics = finished_run
     log = _log(run_dir)
-    assert [r["epoch"] for r in log] == [0, 1, 2]
-    assert log[-1]["train_loss"] < log[0]["train_loss"]
+    assert [r["epoch"] for r in log] == [0, 1, 2, 3, 4, 5]
+    assert log[-1]["train_loss"] < log[0]["train_loss"] - 0.02
     assert log[-1]["slope"] == 1.0 and log[0]["slope"] < 1.0
     _, info = load_checkpoint(run_dir / "last.pt")
     assert info["slope"] == 1.0
     _, best_info = load_checkpoint(run_dir / "best.pt")
-    assert best_info["slope"] == 1.0 and best_info["epoch"] == 2  # only epoch 2 is fully at slope 1
+    assert best_info["slope"] == 1.0 and best_info["epoch"] == 5  # only epoch 5 is fully at slope 1
     assert best_info["test_metrics"]["fused"] == metrics["fused"]  # carried on to the ONNX metadata
 
 
@@ -68,7 +71,7 @@ def test_resume_continues_exactly(tmp_path, finished_run):
     assert train(_config(out), progress=False, stop_after=2) == {}
     assert [r["epoch"] for r in _log(out)] == [0, 1]
     metrics = train(_config(out), resume=out, progress=False)
-    assert [r["epoch"] for r in _log(out)] == [0, 1, 2]
+    assert [r["epoch"] for r in _log(out)] == [0, 1, 2, 3, 4, 5]
     assert metrics["trained"] == json.loads((full_dir / "metrics.json").read_text())["trained"]
     a, _ = load_checkpoint(full_dir / "last.pt")
     b, _ = load_checkpoint(out / "last.pt")
