@@ -26,6 +26,7 @@ from lvunet_runtime.contract import ModelContract
 from lvunet_runtime.errors import LVUNetRuntimeError
 from lvunet_runtime.image import load_image
 from lvunet_runtime.processing import resize_input, to_model_input
+from lvunet_runtime.session import Segmenter
 
 from lvunet_edge import LVUNetError, load_checkpoint, reparameterize_model
 from lvunet_edge.checkpoint import read_checkpoint
@@ -85,19 +86,9 @@ def _dice(a: np.ndarray, b: np.ndarray) -> float:
     return 1.0 if total == 0 else 2 * inter / total
 
 
-def _run_ort(path: Path, feed: np.ndarray, contract: ModelContract) -> np.ndarray:
-    options = ort.SessionOptions()
-    options.log_severity_level = 3
-    session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-    outputs = []
-    step = 1 if not contract.dynamic_batch else len(feed)
-    for start in range(0, len(feed), step):
-        outputs.append(
-            session.run([contract.output_name], {contract.input_name: feed[start : start + step]})[
-                0
-            ]
-        )
-    return np.concatenate(outputs)[:, 0]
+def _run_ort(path: Path, feed: np.ndarray) -> np.ndarray:
+    """The written file through the runtime itself (its metadata, its batching), on CPU."""
+    return Segmenter(path, providers=["cpu"]).run(feed)
 
 
 def export_onnx(
@@ -270,7 +261,7 @@ def export_onnx(
             raise ExportError(f"exported graph still has {sorted(leftovers)} nodes")
 
         # Step 6: ONNX Runtime vs torch on the same inputs.
-        ort_logits = _run_ort(tmp, float_inputs, contract)
+        ort_logits = _run_ort(tmp, float_inputs)
         report.ort_vs_torch_max_abs = float(np.abs(ort_logits - fused_logits).max())
         ort_masks, torch_masks = ort_logits > 0, fused_logits > 0
         report.mask_agreement = float((ort_masks == torch_masks).mean())
