@@ -16,8 +16,11 @@ from pathlib import Path
 
 import torch
 
-from lvunet_edge.data import find_pairs, load_dataset
-from lvunet_edge.train import evaluate_trained_and_fused
+from lvunet_runtime.contract import ModelContract
+from lvunet_runtime.data import find_pairs
+
+from lvunet_edge.data import load_dataset
+from lvunet_edge.train import evaluate_trained_and_fused, training_contract, TrainConfig
 
 # Paper Table I (ImageNet-pretrained encoder, 300 epochs, IoU/Dice pooled per batch of 8)
 PAPER = {"kvasir-seg": (0.8069, 0.8917), "cvc-clinicdb": (0.8514, 0.9183), "busi": (0.6489, 0.7785)}
@@ -39,9 +42,15 @@ def main() -> None:
         run_dir, data_dir = (Path(p) for p in rest.split(":", 1))
         split = json.loads((run_dir / "split.json").read_text())
         log = [json.loads(line) for line in (run_dir / "log.jsonl").read_text().splitlines()]
-        config = torch.load(run_dir / "best.pt", weights_only=True)["train_config"]
-        dataset = load_dataset(find_pairs(data_dir), config["image_size"]).subset(split["test"])
-        metrics = evaluate_trained_and_fused(run_dir / "best.pt", dataset, torch.device("cpu"))
+        payload = torch.load(run_dir / "best.pt", weights_only=True)
+        config = payload["train_config"]
+        contract = (
+            ModelContract.from_dict(payload["contract"])
+            if "contract" in payload
+            else training_contract(TrainConfig.from_dict(config))
+        )
+        dataset = load_dataset(find_pairs(data_dir), contract).subset(split["test"])
+        metrics = evaluate_trained_and_fused(run_dir / "best.pt", dataset, torch.device("cpu"), contract)
         details[name] = {"split": split["source"], "epochs": len(log), **metrics}
         base = name.split(" ")[0]
         paper = PAPER.get(base, (None, None))

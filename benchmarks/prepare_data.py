@@ -15,7 +15,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from lvunet_edge.data import find_pairs, read_mask, to_rgb8
+from lvunet_runtime.data import find_pairs, read_mask
+from lvunet_runtime.image import load_image
 
 SIZE = 256
 
@@ -26,17 +27,14 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=Path(".data"))
     parser.add_argument("--quality", type=int, default=90)
     args = parser.parse_args()
-    from PIL import Image
-
     for name in ("kvasir-seg", "cvc-clinicdb", "busi"):
         out = args.out / name
         (out / "images").mkdir(parents=True, exist_ok=True)
         (out / "masks").mkdir(parents=True, exist_ok=True)
         for pair in find_pairs(args.shared / name):
-            with Image.open(pair.image) as image:
-                rgb = cv2.resize(to_rgb8(image), (SIZE, SIZE), interpolation=cv2.INTER_AREA)
+            rgb = cv2.resize(load_image(pair.image)[0], (SIZE, SIZE), interpolation=cv2.INTER_AREA)
             mask, _ = read_mask(pair.mask)
-            mask = cv2.resize(mask * 255, (SIZE, SIZE), interpolation=cv2.INTER_AREA) > 127
+            mask = cv2.resize(mask.astype(np.uint8) * 255, (SIZE, SIZE), interpolation=cv2.INTER_AREA) > 127
             cv2.imwrite(
                 str(out / "images" / f"{pair.id}.jpg"),
                 rgb[..., ::-1],

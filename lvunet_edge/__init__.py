@@ -1,5 +1,6 @@
 """lvunet-edge, the training side: LV-UNet model, exact re-parametrization, checkpoints, training."""
 
+from lvunet_edge.blocks import require_slope_one
 from lvunet_edge.checkpoint import load_checkpoint, read_checkpoint, save_checkpoint
 from lvunet_edge.errors import (
     CheckpointError,
@@ -32,6 +33,7 @@ __all__ = [
     "load_mobilenet_v3_weights",
     "read_checkpoint",
     "reparameterize_model",
+    "require_slope_one",
     "save_checkpoint",
     "set_act_slope",
     "slope_schedule",

@@ -19,6 +19,22 @@ from lvunet_edge.fusion import compose_1x1, fuse_conv_bn
 BN_EPS = 1e-6  # BatchNorm epsilon inside the fusible blocks (as in VanillaNet / the reference)
 
 
+def require_slope_one(slope: float | None, what: str = "the model") -> None:
+    """The one precondition of fusion: every LeakyReLU slope is exactly 1.0 (then the block is linear).
+
+    Raises:
+        FusionError: saying how to get there (the reference implementation fuses at 0.99 silently).
+    """
+    if slope != 1.0:
+        shown = "missing" if slope is None else f"{slope:.6g}"
+        raise FusionError(
+            f"cannot fuse: the LeakyReLU slope of {what} is {shown}, not 1.0, so it is still non-linear "
+            "and fusing would change its outputs. Use a checkpoint from the end of deep training "
+            "(best.pt is chosen among slope-1 epochs; the schedule reaches exactly 1.0 at --deep-epochs), "
+            "or set_act_slope(model, 1.0) and fine-tune before fusing."
+        )
+
+
 class SeriesActivation(nn.Module):
     """Series-informed activation (paper eq. 1): ReLU, then a depthwise (2n+1)x(2n+1) conv and BN.
 
@@ -113,13 +129,7 @@ class FusibleBlock(nn.Module):
         """
         if self.deploy:
             return
-        slope = float(self.slope)
-        if slope != 1.0:
-            raise FusionError(
-                f"cannot fuse: the LeakyReLU slope is {slope:.6g}, not 1.0, so the block is still "
-                "non-linear and fusing would change its outputs. Finish deep training (the slope schedule "
-                "reaches exactly 1.0) or call set_act_slope(model, 1.0) and fine-tune before fusing."
-            )
+        require_slope_one(float(self.slope), "the block")
         w1, b1 = fuse_conv_bn(self.conv1.weight, self.conv1.bias, self.bn1)
         w2, b2 = fuse_conv_bn(self.conv2.weight, self.conv2.bias, self.bn2)
         weight, bias = compose_1x1(w1, b1, w2, b2)

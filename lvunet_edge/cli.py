@@ -8,7 +8,7 @@ from pathlib import Path
 
 import typer
 
-from lvunet_edge.errors import LVUNetError
+from lvunet_runtime.errors import LVUNetRuntimeError
 
 app = typer.Typer(add_completion=False, help="Train LV-UNet on a folder of images and masks.")
 
@@ -45,7 +45,7 @@ def train_command(
 
     try:
         if resume is None and data is None:
-            raise LVUNetError("give --data DIR (or --resume RUN_DIR)")
+            raise LVUNetRuntimeError("give --data DIR (or --resume RUN_DIR)")
         config = None
         if resume is None:
             config = TrainConfig(
@@ -72,8 +72,8 @@ def train_command(
         else:
             config = TrainConfig(data=str(data or "."))  # replaced by the run's stored config
         metrics = train(config, resume=resume, progress=progress, stop_after=stop_after)
-    except LVUNetError as exc:
-        typer.echo(f"lvunet-train: error: {str(exc)}", err=True)
+    except LVUNetRuntimeError as exc:
+        typer.echo(f"lvunet-train: error: {str(exc).splitlines()[0]}", err=True)
         raise typer.Exit(1) from None
     except KeyboardInterrupt:
         typer.echo(f"lvunet-train: interrupted; continue with --resume {resume or out}", err=True)

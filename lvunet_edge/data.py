@@ -1,9 +1,10 @@
-"""Image/mask folders: discovery, validation, deterministic splits, and a decoded-once in-memory cache.
+"""Training data: decoded once, through the runtime's own readers, into resident uint8 arrays.
 
-Layout: ``DIR/images/<id>.<ext>`` and ``DIR/masks/<id>.png`` (also ``<id>_mask.png`` and
-``<id>_segmentation.png``). Images of any common mode are converted to 8-bit RGB; masks are binarised.
-Everything is decoded once, resized to the training size (``cv2.INTER_AREA``, the same as the runtime's
-preprocessing contract) and kept as uint8 arrays, so an epoch never waits on JPEG decoding.
+Pairing, image decoding (any mode -> RGB uint8), mask binarisation and split files come from
+``lvunet_runtime`` (the runtime owns what training and deployment must agree on). The images are resized
+with the model contract's interpolation (:func:`lvunet_runtime.processing.resize_input`) and normalised
+on the training device with the contract's scale and shift (:func:`to_input`), so the network is trained
+on exactly the inputs the runtime will give it.
 """
 
 from __future__ import annotations
@@ -15,94 +16,18 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
-import cv2
 import numpy as np
-from PIL import Image, ImageOps
-
-from lvunet_edge.errors import DataError
-
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".tif", ".tiff", ".bmp")
-MASK_SUFFIXES = ("", "_mask", "_segmentation")
-
-
-def to_rgb8(image: Image.Image) -> np.ndarray:
-    """Any PIL image (L, LA, P, RGBA, CMYK, I;16, I, F) as an HxWx3 uint8 RGB array, EXIF-rotated."""
-    image = ImageOps.exif_transpose(image)
-    if image.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
-        array = np.asarray(image).astype(np.float64)
-        top = 65535.0 if image.mode.startswith("I;16") or array.max() > 255 else 255.0
-        gray = np.clip(array / top * 255.0 + 0.5, 0, 255).astype(np.uint8)
-        return np.repeat(gray[..., None], 3, axis=2)
-    return np.asarray(image.convert("RGB"))
-
-
-def read_mask(path: Path) -> tuple[np.ndarray, str]:
-    """A mask as a 0/1 uint8 array: ``> 0`` for 0/1 masks, ``> 127`` otherwise (returned as a rule)."""
-    with Image.open(path) as image:
-        array = np.asarray(image.convert("L") if image.mode not in ("L", "1") else image)
-    array = array.astype(np.uint8)
-    if array.max() <= 1:
-        return (array > 0).astype(np.uint8), ">0"
-    return (array > 127).astype(np.uint8), ">127"
-
-
-@dataclass(frozen=True)
-class Pair:
-    """One image and its mask."""
-
-    id: str
-    image: Path
-    mask: Path
-
-
-def find_pairs(root: str | Path) -> list[Pair]:
-    """Pair ``images/`` with ``masks/`` by id; every problem is listed in one DataError.
-
-    Raises:
-        DataError: folder missing or empty, unpaired images or masks, duplicate ids.
-    """
-    root = Path(root)
-    image_dir, mask_dir = root / "images", root / "masks"
-    if not image_dir.is_dir() or not mask_dir.is_dir():
-        raise DataError(f"{root} must contain images/ and masks/ folders")
-    images: dict[str, Path] = {}
-    problems: list[str] = []
-    for path in sorted(image_dir.iterdir()):
-        if path.suffix.lower() in IMAGE_SUFFIXES and not path.name.startswith("."):
-            if path.stem in images:
-                problems.append(
-                    f"duplicate image id {path.stem}: {images[path.stem].name}, {path.name}"
-                )
-            images[path.stem] = path
-    masks: dict[str, Path] = {}
-    for path in sorted(mask_dir.iterdir()):
-        if path.suffix.lower() not in IMAGE_SUFFIXES or path.name.startswith("."):
-            continue
-        stem = path.stem
-        for suffix in MASK_SUFFIXES[1:]:
-            if stem.endswith(suffix) and stem[: -len(suffix)] in images:
-                stem = stem[: -len(suffix)]
-                break
-        masks[stem] = path
-    if not images:
-        raise DataError(f"no images ({', '.join(IMAGE_SUFFIXES)}) in {image_dir}")
-    problems += [f"image without mask: {images[i].name}" for i in sorted(set(images) - set(masks))]
-    problems += [f"mask without image: {masks[i].name}" for i in sorted(set(masks) - set(images))]
-    if problems:
-        raise DataError(_listing(f"{len(problems)} problem(s) in {root}", problems))
-    return [Pair(i, images[i], masks[i]) for i in sorted(images)]
-
-
-def _listing(title: str, problems: list[str], limit: int = 20) -> str:
-    shown = problems[:limit] + (
-        [f"... and {len(problems) - limit} more"] if len(problems) > limit else []
-    )
-    return title + ":\n  " + "\n  ".join(shown)
+import torch
+from lvunet_runtime.contract import ModelContract
+from lvunet_runtime.data import Pair, listing, read_id_list, read_mask
+from lvunet_runtime.errors import DataError, LVUNetRuntimeError
+from lvunet_runtime.image import load_image
+from lvunet_runtime.processing import channel_index, normalisation, resize_input, resize_mask
 
 
 @dataclass
 class ArrayDataset:
-    """Decoded, resized pairs: ``images`` (N, S, S, 3) uint8 RGB and ``masks`` (N, S, S) uint8 0/1."""
+    """Decoded, resized pairs: ``images`` (N, H, W, 3) uint8 RGB and ``masks`` (N, H, W) uint8 0/1."""
 
     ids: list[str]
     images: np.ndarray
@@ -111,41 +36,41 @@ class ArrayDataset:
 
     def subset(self, ids: list[str]) -> ArrayDataset:
         index = {i: k for k, i in enumerate(self.ids)}
+        missing = [i for i in ids if i not in index]
+        if missing:
+            raise DataError(listing(f"{len(missing)} split id(s) not in the data", missing))
         rows = [index[i] for i in ids]
         return ArrayDataset(list(ids), self.images[rows], self.masks[rows], self.mask_rules)
 
 
-def _decode(pair: Pair, size: int) -> tuple[np.ndarray, np.ndarray, str] | str:
+def _decode(pair: Pair, contract: ModelContract) -> tuple[np.ndarray, np.ndarray, str] | str:
     try:
-        with Image.open(pair.image) as image:
-            rgb = to_rgb8(image)
-    except (OSError, ValueError, Image.DecompressionBombError) as exc:
+        rgb, _ = load_image(pair.image)
+    except LVUNetRuntimeError as exc:
         return f"unreadable image {pair.image.name}: {exc}"
     try:
         mask, rule = read_mask(pair.mask)
-    except (OSError, ValueError) as exc:
+    except LVUNetRuntimeError as exc:
         return f"unreadable mask {pair.mask.name}: {exc}"
     if rgb.shape[:2] != mask.shape:
         return (
             f"size mismatch for {pair.id}: image {rgb.shape[1]}x{rgb.shape[0]}, "
             f"mask {mask.shape[1]}x{mask.shape[0]}"
         )
-    rgb = cv2.resize(rgb, (size, size), interpolation=cv2.INTER_AREA)
-    mask = cv2.resize(mask * 255, (size, size), interpolation=cv2.INTER_AREA) > 127
-    return rgb, mask.astype(np.uint8), rule
+    return resize_input(rgb, contract), resize_mask(mask, contract).astype(np.uint8), rule
 
 
-def load_dataset(pairs: list[Pair], size: int, workers: int = 4) -> ArrayDataset:
-    """Decode every pair once (in threads), validate, resize to ``size`` x ``size``.
+def load_dataset(pairs: list[Pair], contract: ModelContract, workers: int = 4) -> ArrayDataset:
+    """Decode every pair once (in threads), validate, resize to the contract's input size.
 
     Raises:
         DataError: listing every unreadable file and image/mask size mismatch, before any training.
     """
     with ThreadPoolExecutor(max(1, workers)) as pool:
-        results = list(pool.map(lambda p: _decode(p, size), pairs))
+        results = list(pool.map(lambda p: _decode(p, contract), pairs))
     problems = [r for r in results if isinstance(r, str)]
     if problems:
-        raise DataError(_listing(f"{len(problems)} bad pair(s)", problems))
+        raise DataError(listing(f"{len(problems)} bad pair(s)", problems))
     rules: dict[str, int] = {}
     for _, _, rule in results:
         rules[rule] = rules.get(rule, 0) + 1
@@ -155,6 +80,21 @@ def load_dataset(pairs: list[Pair], size: int, workers: int = 4) -> ArrayDataset
         masks=np.stack([r[1] for r in results]),
         mask_rules=rules,
     )
+
+
+def to_input(images: torch.Tensor, contract: ModelContract) -> torch.Tensor:
+    """uint8 (B, H, W, 3) RGB on any device -> the model's float32 (B, 3, H, W) input.
+
+    The runtime's normalisation (:func:`lvunet_runtime.processing.to_model_input`) in torch: the same
+    channel order and the same float32 ``pixel * scale - shift``, so both give the same numbers.
+    """
+    scale, shift = (
+        torch.from_numpy(v).to(images.device).view(1, 3, 1, 1) for v in normalisation(contract)
+    )
+    pixels = images.permute(0, 3, 1, 2)
+    if contract.channel_order != "RGB":
+        pixels = pixels[:, channel_index(contract)]
+    return pixels.float() * scale - shift
 
 
 def random_split(ids: list[str], seed: int, test: float = 0.2, val: float = 0.2) -> dict[str, list]:
@@ -174,14 +114,6 @@ def random_split(ids: list[str], seed: int, test: float = 0.2, val: float = 0.2)
     }
 
 
-def read_id_list(path: str | Path) -> list[str]:
-    """One id per line (blank lines and ``#`` comments ignored), as in ``shared/data/splits/*.txt``."""
-    path = Path(path)
-    if not path.is_file():
-        raise DataError(f"split file not found: {path}")
-    return [s for line in path.read_text().splitlines() if (s := line.strip()) and s[0] != "#"]
-
-
 def make_split(
     ids: list[str],
     seed: int,
@@ -196,7 +128,7 @@ def make_split(
     val = read_id_list(val_file) if val_file else []
     unknown = sorted((set(test) | set(val)) - known)
     if unknown:
-        raise DataError(_listing(f"{len(unknown)} split id(s) not in the data", unknown))
+        raise DataError(listing(f"{len(unknown)} split id(s) not in the data", unknown))
     rest = sorted(known - set(test) - set(val))
     if not val:
         random.Random(seed).shuffle(rest)

@@ -1,7 +1,23 @@
-"""The training side's exception hierarchy: one base class, so CLIs map it to a one-line message."""
+"""The training side's exception hierarchy.
+
+``LVUNetError`` derives from the runtime's base error, so the whole project has one root: every command
+maps ``LVUNetRuntimeError`` (which includes these) to a one-line message and exit code 1. ``DataError``
+is the runtime's own: pairing, masks and split files are read by the runtime's helpers.
+"""
+
+from lvunet_runtime.errors import DataError, LVUNetRuntimeError
+
+__all__ = [
+    "CheckpointError",
+    "DataError",
+    "FusionError",
+    "InputSizeError",
+    "LVUNetError",
+    "WeightsError",
+]
 
 
-class LVUNetError(Exception):
+class LVUNetError(LVUNetRuntimeError):
     """Base class of every error this package raises on purpose (bad input, bad state)."""
 
 
@@ -19,7 +35,3 @@ class WeightsError(LVUNetError):
 
 class InputSizeError(LVUNetError):
     """The input's spatial size does not fit the network's down- and up-sampling path."""
-
-
-class DataError(LVUNetError):
-    """A dataset folder is missing, empty, or holds unpaired or unreadable files."""

@@ -9,8 +9,8 @@ from typing import Literal
 import torch
 from torch import nn
 
-from lvunet_edge.blocks import FusibleBlock
-from lvunet_edge.errors import FusionError, LVUNetError
+from lvunet_edge.blocks import FusibleBlock, require_slope_one
+from lvunet_edge.errors import LVUNetError
 
 
 def _fusible_blocks(model: nn.Module) -> list[FusibleBlock]:
@@ -73,14 +73,8 @@ def reparameterize_model(model: nn.Module, *, inplace: bool = False) -> nn.Modul
     Raises:
         FusionError: some block's LeakyReLU slope is not exactly 1.0.
     """
-    bad = sorted({float(b.slope) for b in _fusible_blocks(model) if not b.deploy} - {1.0})
-    if bad:
-        raise FusionError(
-            f"cannot fuse: the LeakyReLU slope is {bad[0]:.6g}, not 1.0, so the fusible blocks are "
-            "still non-linear and fusing would change the outputs. Train until the deep-training "
-            "schedule reaches slope 1.0 (it does at --deep-epochs), or set_act_slope(model, 1.0) and "
-            "fine-tune, then fuse."
-        )
+    for slope in sorted({float(b.slope) for b in _fusible_blocks(model) if not b.deploy}):
+        require_slope_one(slope)
     if not inplace:
         model = copy.deepcopy(model)
     model.eval()

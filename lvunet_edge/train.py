@@ -11,13 +11,16 @@ from __future__ import annotations
 import json
 import os
 import time
-from dataclasses import asdict, dataclass, fields, replace
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 import torch.distributed as dist
+from lvunet_runtime.contract import ModelContract
+from lvunet_runtime.data import find_pairs
+from lvunet_runtime.metrics import confusion_counts, summarize
 from torch import nn
 from tqdm import tqdm
 
@@ -27,16 +30,13 @@ from lvunet_edge.checkpoint import (
     read_checkpoint,
     save_checkpoint,
 )
-from lvunet_edge.data import find_pairs, load_dataset, make_split, write_split
-from lvunet_edge.errors import LVUNetError
+from lvunet_edge.data import ArrayDataset, load_dataset, make_split, to_input, write_split
+from lvunet_edge.errors import CheckpointError, LVUNetError
 from lvunet_edge.losses import bce_dice_loss
-from lvunet_edge.metrics import confusion_counts, summarize
-from lvunet_edge.model import LVUNetConfig, build_model
+from lvunet_edge.model import LVUNet, LVUNetConfig, build_model
 from lvunet_edge.pretrained import load_mobilenet_v3_weights
 from lvunet_edge.reparam import reparameterize_model, set_act_slope, slope_schedule
 
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
 FUSED_TOLERANCE = 0.001  # trained and fused test metrics must agree to this
 
 
@@ -69,6 +69,18 @@ class TrainConfig:
     skip: str = "add"
 
     def __post_init__(self) -> None:
+        for name in ("batch_size", "workers"):
+            if getattr(self, name) < 1:
+                raise LVUNetError(f"{name.replace('_', '-')} must be at least 1, not {getattr(self, name)}")
+        if not (self.lr > 0 and self.min_lr >= 0):
+            raise LVUNetError(f"lr must be positive and min-lr non-negative, not {self.lr} / {self.min_lr}")
+        if self.image_size < 128:
+            raise LVUNetError(f"image_size must be a positive multiple of 128, not {self.image_size}")
+        if self.image_size == 128 and self.batch_size == 1:
+            raise LVUNetError(
+                "batch-size 1 at image-size 128 leaves BatchNorm one value per channel at the 1x1 "
+                "bottleneck; use --batch-size 2 or more, or --image-size 256"
+            )
         if self.epochs < 1:
             raise LVUNetError(f"epochs must be at least 1, not {self.epochs}")
         if self.deep_epochs is not None and not 0 <= self.deep_epochs <= self.epochs - 1:
@@ -106,13 +118,6 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
-def to_input(images: torch.Tensor) -> torch.Tensor:
-    """uint8 (B, H, W, 3) RGB -> float (B, 3, H, W), scaled to [0, 1] and ImageNet-normalised."""
-    mean = torch.tensor(IMAGENET_MEAN, device=images.device).view(1, 3, 1, 1)
-    std = torch.tensor(IMAGENET_STD, device=images.device).view(1, 3, 1, 1)
-    return (images.permute(0, 3, 1, 2).float() / 255.0 - mean) / std
-
-
 def augment(
     images: torch.Tensor, masks: torch.Tensor, generator: torch.Generator
 ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -131,7 +136,11 @@ def augment(
 
 @torch.no_grad()
 def predict_logits(
-    model: nn.Module, images: np.ndarray, device: torch.device, batch_size: int = 16
+    model: nn.Module,
+    images: np.ndarray,
+    device: torch.device,
+    contract: ModelContract,
+    batch_size: int = 16,
 ) -> np.ndarray:
     """Logits (N, H, W) float32 for uint8 (N, H, W, 3) RGB images, in eval mode and true float32.
 
@@ -142,31 +151,83 @@ def predict_logits(
     saved = torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
     torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False
     try:
-        return _predict(model, images, device, batch_size)
+        return _predict(model, images, device, contract, batch_size)
     finally:
         torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = saved
 
 
 def _predict(
-    model: nn.Module, images: np.ndarray, device: torch.device, batch_size: int
+    model: nn.Module,
+    images: np.ndarray,
+    device: torch.device,
+    contract: ModelContract,
+    batch_size: int,
 ) -> np.ndarray:
     out = []
     for start in range(0, len(images), batch_size):
         batch = torch.from_numpy(images[start : start + batch_size]).to(device)
-        out.append(model(to_input(batch))[:, 0].float().cpu().numpy())
+        out.append(model(to_input(batch, contract))[:, 0].float().cpu().numpy())
     return np.concatenate(out) if out else np.zeros((0, *images.shape[1:3]), np.float32)
 
 
-def _log(run_dir: Path | None, message: str) -> None:
-    tqdm.write(message)
-    if run_dir is not None:
-        with open(run_dir / "train.log", "a") as handle:
+def training_contract(config: TrainConfig) -> ModelContract:
+    """The preprocessing contract a run trains with; recorded in every checkpoint, exported as is."""
+    size = config.image_size
+    return ModelContract(input_height=size, input_width=size, training_size=(size, size))
+
+
+@dataclass
+class Run:
+    """One training run: its settings, data, model and optimiser state, and where it writes."""
+
+    config: TrainConfig
+    contract: ModelContract
+    device: torch.device
+    rank: int
+    world: int
+    run_dir: Path
+    split: dict[str, Any] = field(default_factory=dict)
+    sets: dict[str, ArrayDataset] = field(default_factory=dict)
+    images: torch.Tensor | None = None  # the training images, resident on the device
+    masks: torch.Tensor | None = None
+    model: LVUNet | None = None
+    net: nn.Module | None = None
+    optimizer: torch.optim.Optimizer | None = None
+    scheduler: Any = None
+    generator: torch.Generator | None = None
+    start_epoch: int = 0
+    best: dict[str, Any] = field(default_factory=lambda: {"epoch": -1, "val_iou": -1.0})
+
+    @property
+    def main(self) -> bool:
+        return self.rank == 0
+
+    def log(self, message: str) -> None:
+        """Print (above the progress bar) and append to ``train.log``; rank 0 only."""
+        if not self.main:
+            return
+        tqdm.write(message)
+        with open(self.run_dir / "train.log", "a") as handle:
             handle.write(message + "\n")
 
+    @property
+    def steps_per_epoch(self) -> int:
+        return max(1, len(self.sets["train"].ids) // (self.config.batch_size * self.world))
 
-def _distributed() -> tuple[int, int, int]:
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    return int(os.environ.get("RANK", "0")), int(os.environ.get("LOCAL_RANK", "0")), world
+    def slope(self, step: int) -> float:
+        """The deep-training slope at global ``step``."""
+        deep_steps = self.config.effective_deep_epochs * self.steps_per_epoch
+        return slope_schedule(step, deep_steps, self.config.schedule)
+
+    def checkpoint_info(self, epoch: int, val: dict) -> dict[str, Any]:
+        """What every checkpoint of this run records beside the weights, the contract among it."""
+        return {
+            "train_config": asdict(self.config),
+            "contract": self.contract.to_dict(),
+            "split": self.split,
+            "epoch": epoch,
+            "metrics": {"val": val},
+        }
 
 
 def train(
@@ -184,194 +245,255 @@ def train(
     Writes into ``config.out``: ``split.json``, ``log.jsonl``, ``train.log``, ``last.pt``, ``best.pt``,
     ``metrics.json``. Returns the metrics dict (rank 0; other ranks return an empty dict).
     """
-    state = None
-    if resume is not None:
-        last = Path(resume) / "last.pt"
-        state = read_checkpoint(last)
+    state = read_resume_state(resume) if resume is not None else None
+    if state is not None:
         config = replace(TrainConfig.from_dict(state["train_config"]), out=str(resume))
-    rank, local_rank, world = _distributed()
+    run = start_run(config, state)
+    load_data(run, state)
+    build_training(run, state)
+    end_epoch = config.epochs if stop_after is None else min(config.epochs, run.start_epoch + stop_after)
+    for epoch in range(run.start_epoch, end_epoch):
+        started = time.perf_counter()
+        stats = train_epoch(run, epoch, progress)
+        if run.main:
+            end_of_epoch(run, epoch, stats, started)
+    if run.world > 1:
+        dist.barrier()
+        dist.destroy_process_group()
+    if not run.main:
+        return {}
+    if end_epoch < config.epochs:
+        run.log(f"stopped after epoch {end_epoch}; continue with --resume {run.run_dir}")
+        return {}
+    return final_test(run)
+
+
+def read_resume_state(resume: str | Path) -> dict[str, Any]:
+    """The ``last.pt`` of a run to continue, checked to be a resumable training state.
+
+    Raises:
+        CheckpointError: no run there, or ``last.pt`` is not a run's last state (e.g. a copy of
+            ``best.pt``, which has no optimiser state).
+    """
+    last = Path(resume) / "last.pt"
+    if not last.is_file():
+        raise CheckpointError(f"{resume} holds no run to resume (no last.pt)")
+    state = read_checkpoint(last)
+    needed = ("train_config", "split", "epoch", "best", "optimizer", "scheduler", "generator", "torch_rng")
+    missing = [k for k in needed if k not in state]
+    if missing:
+        raise CheckpointError(
+            f"{last} is not a resumable training state (it lacks {missing}); it may be a copy of best.pt"
+        )
+    return state
+
+
+def start_run(config: TrainConfig, state: dict[str, Any] | None) -> Run:
+    """Device, distributed group, run folder and the contract (the recorded one when resuming)."""
+    rank, local_rank, world = (
+        int(os.environ.get(k, d)) for k, d in (("RANK", "0"), ("LOCAL_RANK", "0"), ("WORLD_SIZE", "1"))
+    )
     device = resolve_device(config.device)
     if world > 1:
-        backend = "nccl" if device.type == "cuda" else "gloo"
-        dist.init_process_group(backend)
+        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
         if device.type == "cuda":
             device = torch.device("cuda", local_rank)
             torch.cuda.set_device(device)
-    main = rank == 0
     run_dir = Path(config.out)
     if state is None and (run_dir / "last.pt").exists():
         raise LVUNetError(
             f"{run_dir} already holds a run (last.pt); continue it with --resume {run_dir} "
             "or choose another --out"
         )
-    if main:
+    contract = training_contract(config)
+    if state is not None and "contract" in state:
+        contract = ModelContract.from_dict(state["contract"], source=f"{run_dir}/last.pt")
+    if rank == 0:
         run_dir.mkdir(parents=True, exist_ok=True)
-    log_dir = run_dir if main else None
     torch.manual_seed(config.seed)
+    return Run(config, contract, device, rank, world, run_dir)
 
-    pairs = find_pairs(config.data)
-    dataset = load_dataset(pairs, config.image_size, config.workers)
+
+def load_data(run: Run, state: dict[str, Any] | None) -> None:
+    """Pair, decode and split the data once (the split recorded by the run when resuming)."""
+    config = run.config
+    dataset = load_dataset(find_pairs(config.data), run.contract, config.workers)
     split = (
         state["split"]
         if state
         else make_split(dataset.ids, config.seed, config.split_file, config.val_file)
     )
-    train_set, val_set, test_set = (dataset.subset(split[k]) for k in ("train", "val", "test"))
-    if not len(train_set.ids):
+    run.split = split
+    run.sets = {k: dataset.subset(split[k]) for k in ("train", "val", "test")}
+    if not run.sets["train"].ids:
         raise LVUNetError("the training split is empty; add data or change the split")
-    if main:
-        write_split(run_dir / "split.json", split)
+    train_set = run.sets["train"]
+    run.images = torch.from_numpy(train_set.images).to(run.device)  # (N, S, S, 3) uint8, resident
+    run.masks = torch.from_numpy(train_set.masks).to(run.device)  # (N, S, S) uint8
+    if run.main:
+        write_split(run.run_dir / "split.json", split)
         rules = ", ".join(f"{n} mask(s) binarised at {r}" for r, n in dataset.mask_rules.items())
-        _log(
-            log_dir,
-            f"data: {len(dataset.ids)} pairs from {config.data} ({rules}); split "
-            f"{len(train_set.ids)}/{len(val_set.ids)}/{len(test_set.ids)} ({split['source']})",
+        sizes = "/".join(str(len(run.sets[k].ids)) for k in ("train", "val", "test"))
+        run.log(
+            f"data: {len(dataset.ids)} pairs from {config.data} ({rules}); split {sizes} "
+            f"({split['source']}); inputs {run.contract.input_height}x{run.contract.input_width}, "
+            f"{run.contract.resize_interpolation} resize, mean {list(run.contract.mean)}, "
+            f"std {list(run.contract.std)}"
         )
 
+
+def build_training(run: Run, state: dict[str, Any] | None) -> None:
+    """Model (pretrained encoder if asked), optimiser, schedule and random state; restored on resume."""
+    config = run.config
     model = build_model(config.model_config)
-    if config.pretrained and not state:
+    if state is None and config.pretrained:
         load_mobilenet_v3_weights(model, config.pretrained)
-        _log(log_dir, f"encoder: ImageNet weights from {config.pretrained}")
-    elif not state:
-        _log(log_dir, "encoder: no --pretrained weights, training from scratch")
-    model.to(device)
-    optimizer = torch.optim.Adam(model.parameters(), lr=config.lr)
-    scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(
-        optimizer, T_max=config.epochs, eta_min=config.min_lr
+        run.log(f"encoder: ImageNet weights from {config.pretrained}")
+    elif state is None:
+        run.log("encoder: no --pretrained weights, training from scratch")
+    model.to(run.device)
+    run.model = model
+    run.optimizer = torch.optim.Adam(model.parameters(), lr=config.lr)
+    run.scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(
+        run.optimizer, T_max=config.epochs, eta_min=config.min_lr
     )
-    generator = torch.Generator().manual_seed(config.seed)
-    start_epoch, best, history = 0, {"epoch": -1, "val_iou": -1.0}, []
-    if state:
-        model.load_state_dict(state["state_dict"])
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
-        generator.set_state(state["generator"])
-        torch.set_rng_state(state["torch_rng"])
-        start_epoch, best = state["epoch"] + 1, state["best"]
-        _log(log_dir, f"resuming {run_dir} at epoch {start_epoch} of {config.epochs}")
-    net: nn.Module = model
-    if world > 1:
-        if device.type == "cuda":
-            net = nn.SyncBatchNorm.convert_sync_batchnorm(model)
-        else:
-            _log(
-                log_dir,
-                "DDP on CPU: SyncBatchNorm needs CUDA, so each process normalises its own "
-                "batch; DDP broadcasts rank 0's BatchNorm statistics every step",
-            )
-        net = nn.parallel.DistributedDataParallel(
-            net, device_ids=[device.index] if device.type == "cuda" else None
-        )
+    run.generator = torch.Generator().manual_seed(config.seed)
+    if state is not None:
+        restore_state(run, state)
+    run.net = wrap_distributed(run)
 
-    images = torch.from_numpy(train_set.images).to(device)  # (N, S, S, 3) uint8, resident
-    masks = torch.from_numpy(train_set.masks).to(device)  # (N, S, S) uint8
-    steps_per_epoch = max(1, len(train_set.ids) // (config.batch_size * world))
-    deep_steps = config.effective_deep_epochs * steps_per_epoch
-    use_amp = config.amp and device.type == "cuda"
-    end_epoch = (
-        config.epochs if stop_after is None else min(config.epochs, start_epoch + stop_after)
-    )
-    for epoch in range(start_epoch, end_epoch):
-        t0 = time.perf_counter()
-        net.train()
-        order = torch.randperm(len(train_set.ids), generator=generator)[rank::world]
-        losses, tp_fp_fn = [], torch.zeros(3, device=device)
-        bar = tqdm(
-            range(steps_per_epoch),
-            desc=f"epoch {epoch + 1}/{config.epochs}",
-            disable=not (progress and main),
-            leave=False,
+
+def restore_state(run: Run, state: dict[str, Any]) -> None:
+    """Continue exactly where ``last.pt`` stopped: weights, optimiser, schedule, random state, epoch."""
+    try:
+        run.model.load_state_dict(state["state_dict"])
+        run.optimizer.load_state_dict(state["optimizer"])
+        run.scheduler.load_state_dict(state["scheduler"])
+        run.generator.set_state(state["generator"])
+        torch.set_rng_state(state["torch_rng"])
+    except (RuntimeError, KeyError, ValueError, TypeError) as exc:
+        raise CheckpointError(
+            f"{run.run_dir}/last.pt does not match its run's model or optimiser: {str(exc).splitlines()[0]}"
+        ) from None
+    run.start_epoch, run.best = state["epoch"] + 1, state["best"]
+    run.log(f"resuming {run.run_dir} at epoch {run.start_epoch} of {run.config.epochs}")
+
+
+def wrap_distributed(run: Run) -> nn.Module:
+    """DDP (with SyncBatchNorm on CUDA) when several processes train; the model itself otherwise."""
+    if run.world == 1:
+        return run.model
+    net: nn.Module = run.model
+    if run.device.type == "cuda":
+        net = nn.SyncBatchNorm.convert_sync_batchnorm(run.model)
+    else:
+        run.log(
+            "DDP on CPU: SyncBatchNorm needs CUDA, so each process normalises its own "
+            "batch; DDP broadcasts rank 0's BatchNorm statistics every step"
         )
-        for step in bar:
-            slope = slope_schedule(epoch * steps_per_epoch + step, deep_steps, config.schedule)
-            set_act_slope(model, slope)
-            idx = order[step * config.batch_size : (step + 1) * config.batch_size].to(device)
-            x, y = augment(to_input(images[idx]), masks[idx, None].float(), generator)
-            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_amp):
-                logits = net(x)
-            loss = bce_dice_loss(logits, y)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            with torch.no_grad():
-                pred, target = logits.detach() > 0, y > 0.5
-                tp_fp_fn += torch.stack(
-                    [(pred & target).sum(), (pred & ~target).sum(), (~pred & target).sum()]
-                ).float()
-            loss = loss.detach()
-            losses.append(loss)
-            if step % 10 == 0:
-                bar.set_postfix(loss=f"{loss.item():.4f}", slope=f"{slope:.3f}")
-        scheduler.step()
-        train_loss = float(torch.stack(losses).mean())
-        tp, fp, fn = tp_fp_fn.tolist()
-        train_time = time.perf_counter() - t0
-        end_slope = slope_schedule((epoch + 1) * steps_per_epoch - 1, deep_steps, config.schedule)
-        if main:
-            val = _evaluate_counts(model, val_set, device) if val_set.ids else {"iou": float("nan")}
-            record = {
-                "epoch": epoch,
-                "slope": end_slope,
-                "lr": optimizer.param_groups[0]["lr"],
-                "train_loss": train_loss,
-                "train_iou": tp / max(tp + fp + fn, 1),
-                "val_iou": val["iou"],
-                "val_dice": val.get("dice", float("nan")),
-                "train_time_s": train_time,
-                "epoch_time_s": time.perf_counter() - t0,
-            }
-            history.append(record)
-            with open(run_dir / "log.jsonl", "a") as handle:
-                handle.write(json.dumps(record) + "\n")
-            fusible = (
-                end_slope == 1.0
-                and slope_schedule(epoch * steps_per_epoch, deep_steps, config.schedule) == 1.0
-            )
-            val_score = val["iou"] if val_set.ids else -train_loss
-            info = {
-                "train_config": asdict(config),
-                "split": split,
-                "epoch": epoch,
-                "metrics": {"val": val},
-            }
-            if fusible and val_score > best["val_iou"]:
-                best = {"epoch": epoch, "val_iou": val_score}
-                save_checkpoint(run_dir / "best.pt", model, **info, best=best)
-            save_checkpoint(
-                run_dir / "last.pt",
-                model,
-                **info,
-                best=best,
-                optimizer=optimizer.state_dict(),
-                scheduler=scheduler.state_dict(),
-                generator=generator.get_state(),
-                torch_rng=torch.get_rng_state(),
-            )
-            _log(
-                log_dir,
-                f"epoch {epoch + 1}/{config.epochs} slope {end_slope:.4f} loss "
-                f"{train_loss:.4f} train IoU {record['train_iou']:.4f} val IoU {val['iou']:.4f} "
-                f"({record['epoch_time_s']:.1f} s)",
-            )
-    if world > 1:
-        dist.barrier()
-        dist.destroy_process_group()
-    if not main:
-        return {}
-    if end_epoch < config.epochs:
-        _log(log_dir, f"stopped after epoch {end_epoch}; continue with --resume {run_dir}")
-        return {}
-    metrics = evaluate_trained_and_fused(run_dir / "best.pt", test_set, device)
-    metrics["best_epoch"] = best["epoch"]
-    metrics["epochs"] = config.epochs
-    metrics["deep_epochs"] = config.effective_deep_epochs
-    (run_dir / "metrics.json").write_text(json.dumps(metrics, indent=1) + "\n")
-    record_test_metrics(run_dir / "best.pt", metrics)
-    _log(
-        log_dir,
+    return nn.parallel.DistributedDataParallel(
+        net, device_ids=[run.device.index] if run.device.type == "cuda" else None
+    )
+
+
+def train_epoch(run: Run, epoch: int, progress: bool) -> dict[str, float]:
+    """One pass over this rank's share of the training set, the slope rising per step."""
+    config, train_set = run.config, run.sets["train"]
+    images, masks = run.images, run.masks
+    use_amp = config.amp and run.device.type == "cuda"
+    run.net.train()
+    order = torch.randperm(len(train_set.ids), generator=run.generator)[run.rank :: run.world]
+    losses, tp_fp_fn = [], torch.zeros(3, device=run.device)
+    bar = tqdm(
+        range(run.steps_per_epoch),
+        desc=f"epoch {epoch + 1}/{config.epochs}",
+        disable=not (progress and run.main),
+        leave=False,
+    )
+    for step in bar:
+        slope = run.slope(epoch * run.steps_per_epoch + step)
+        set_act_slope(run.model, slope)
+        idx = order[step * config.batch_size : (step + 1) * config.batch_size].to(run.device)
+        x, y = augment(to_input(images[idx], run.contract), masks[idx, None].float(), run.generator)
+        with torch.autocast(run.device.type, dtype=torch.bfloat16, enabled=use_amp):
+            logits = run.net(x)
+        loss = bce_dice_loss(logits, y)
+        run.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        run.optimizer.step()
+        with torch.no_grad():
+            pred, target = logits.detach() > 0, y > 0.5
+            tp_fp_fn += torch.stack(
+                [(pred & target).sum(), (pred & ~target).sum(), (~pred & target).sum()]
+            ).float()
+        losses.append(loss.detach())
+        if step % 10 == 0:
+            bar.set_postfix(loss=f"{losses[-1].item():.4f}", slope=f"{slope:.3f}")
+    run.scheduler.step()
+    tp, fp, fn = tp_fp_fn.tolist()
+    return {"train_loss": float(torch.stack(losses).mean()), "train_iou": tp / max(tp + fp + fn, 1)}
+
+
+def end_of_epoch(run: Run, epoch: int, stats: dict[str, float], started: float) -> None:
+    """Validate, log, and checkpoint: ``last.pt`` always, ``best.pt`` for the best fusible epoch."""
+    train_time = time.perf_counter() - started
+    val_set = run.sets["val"]
+    val = (
+        _evaluate_counts(run.model, val_set, run.device, run.contract)
+        if val_set.ids
+        else {"iou": float("nan")}
+    )
+    end_slope = run.slope((epoch + 1) * run.steps_per_epoch - 1)
+    record = {
+        "epoch": epoch,
+        "slope": end_slope,
+        "lr": run.optimizer.param_groups[0]["lr"],
+        **stats,
+        "val_iou": val["iou"],
+        "val_dice": val.get("dice", float("nan")),
+        "train_time_s": train_time,
+        "epoch_time_s": time.perf_counter() - started,
+    }
+    with open(run.run_dir / "log.jsonl", "a") as handle:
+        handle.write(json.dumps(record) + "\n")
+    fusible = end_slope == 1.0 and run.slope(epoch * run.steps_per_epoch) == 1.0
+    val_score = val["iou"] if val_set.ids else -stats["train_loss"]
+    info = run.checkpoint_info(epoch, val)
+    if fusible and val_score > run.best["val_iou"]:
+        run.best = {"epoch": epoch, "val_iou": val_score}
+        save_checkpoint(run.run_dir / "best.pt", run.model, **info, best=run.best)
+    save_checkpoint(
+        run.run_dir / "last.pt",
+        run.model,
+        **info,
+        best=run.best,
+        optimizer=run.optimizer.state_dict(),
+        scheduler=run.scheduler.state_dict(),
+        generator=run.generator.get_state(),
+        torch_rng=torch.get_rng_state(),
+    )
+    run.log(
+        f"epoch {epoch + 1}/{run.config.epochs} slope {end_slope:.4f} loss "
+        f"{stats['train_loss']:.4f} train IoU {stats['train_iou']:.4f} val IoU {val['iou']:.4f} "
+        f"({record['epoch_time_s']:.1f} s)"
+    )
+
+
+def final_test(run: Run) -> dict:
+    """The best fusible checkpoint on the test split, trained and fused; ``metrics.json`` and best.pt."""
+    test_set = run.sets["test"]
+    if not (run.run_dir / "best.pt").is_file():
+        raise LVUNetError(f"no epoch trained fully at slope 1, so {run.run_dir} has no best.pt to test")
+    metrics = evaluate_trained_and_fused(run.run_dir / "best.pt", test_set, run.device, run.contract)
+    metrics["best_epoch"] = run.best["epoch"]
+    metrics["epochs"] = run.config.epochs
+    metrics["deep_epochs"] = run.config.effective_deep_epochs
+    (run.run_dir / "metrics.json").write_text(json.dumps(metrics, indent=1) + "\n")
+    record_test_metrics(run.run_dir / "best.pt", metrics)
+    run.log(
         f"test ({len(test_set.ids)} images): trained IoU {metrics['trained']['iou']:.4f} "
         f"Dice {metrics['trained']['dice']:.4f}; fused IoU {metrics['fused']['iou']:.4f} "
-        f"Dice {metrics['fused']['dice']:.4f}; max |logit diff| {metrics['max_abs_logit_diff']:.2e}",
+        f"Dice {metrics['fused']['dice']:.4f}; max |logit diff| {metrics['max_abs_logit_diff']:.2e}"
     )
     return metrics
 
@@ -388,12 +510,16 @@ def record_test_metrics(checkpoint: Path, metrics: dict) -> None:
     atomic_torch_save(payload, checkpoint)
 
 
-def _evaluate_counts(model: nn.Module, dataset, device: torch.device) -> dict[str, float]:
-    logits = predict_logits(model, dataset.images, device)
+def _evaluate_counts(
+    model: nn.Module, dataset: ArrayDataset, device: torch.device, contract: ModelContract
+) -> dict[str, float]:
+    logits = predict_logits(model, dataset.images, device, contract)
     return summarize(confusion_counts(logits > 0, dataset.masks))
 
 
-def evaluate_trained_and_fused(checkpoint: str | Path, dataset, device: torch.device) -> dict:
+def evaluate_trained_and_fused(
+    checkpoint: str | Path, dataset: ArrayDataset, device: torch.device, contract: ModelContract
+) -> dict:
     """Evaluate a training checkpoint as trained and after fusion on the same images.
 
     Raises:
@@ -401,9 +527,9 @@ def evaluate_trained_and_fused(checkpoint: str | Path, dataset, device: torch.de
     """
     model, info = load_checkpoint(checkpoint, map_location=device)
     result: dict[str, Any] = {"checkpoint": str(checkpoint), "split_size": len(dataset.ids)}
-    trained_logits = predict_logits(model, dataset.images, device)
+    trained_logits = predict_logits(model, dataset.images, device, contract)
     fused = reparameterize_model(model)
-    fused_logits = predict_logits(fused, dataset.images, device)
+    fused_logits = predict_logits(fused, dataset.images, device, contract)
     result["trained"] = summarize(confusion_counts(trained_logits > 0, dataset.masks))
     result["fused"] = summarize(confusion_counts(fused_logits > 0, dataset.masks))
     diff = np.abs(trained_logits - fused_logits)

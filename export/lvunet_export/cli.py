@@ -17,7 +17,9 @@ def export_command(
     ckpt: Path = typer.Option(..., help="Training checkpoint (best.pt from lvunet-train)."),
     out: Path = typer.Option(..., help="ONNX file to write."),
     opset: int = typer.Option(17),
-    image_size: int = typer.Option(256),
+    image_size: int | None = typer.Option(
+        None, help="Input size (default: the size the checkpoint trained at)."
+    ),
     dynamic_batch: bool = typer.Option(True, help="Dynamic batch axis."),
     precision: str = typer.Option("fp32", help="fp32, fp16 (GPU providers) or int8 (static QDQ)."),
     calib: Path | None = typer.Option(None, help="Calibration images for int8."),
@@ -27,10 +29,14 @@ def export_command(
     dataset: str | None = typer.Option(
         None, help="Training data description (default: folder name)."
     ),
+    data: Path | None = typer.Option(
+        None, help="Dataset folder for the test accuracy, if the recorded one is not here."
+    ),
     overwrite: bool = typer.Option(False, help="Replace an existing output file."),
 ) -> None:
     """Export CKPT to OUT and prove that ONNX Runtime computes what the trained model computes."""
-    from lvunet_edge import LVUNetError
+    from lvunet_runtime.errors import LVUNetRuntimeError
+
     from lvunet_export.export import export_onnx
 
     try:
@@ -46,15 +52,18 @@ def export_command(
             verify_images=verify_images,
             label=label,
             dataset=dataset,
+            data=data,
             overwrite=overwrite,
         )
-    except LVUNetError as exc:
+    except LVUNetRuntimeError as exc:
         typer.echo(f"lvunet-export: error: {str(exc).splitlines()[0]}", err=True)
         raise typer.Exit(1) from None
     for step in report.steps:
         typer.echo(f"  - {step}")
+    height, width = report.input_size
     typer.echo(
-        f"wrote {out} ({report.size_bytes / 1e6:.2f} MB, {report.nodes} nodes, {report.precision})"
+        f"wrote {out} ({report.size_bytes / 1e6:.2f} MB, {report.nodes} nodes, {report.precision}, "
+        f"input {height}x{width})"
     )
     for note in report.notes:
         typer.echo(f"note: {note}")

@@ -1,12 +1,11 @@
-"""lvunet-runtime: run exported LV-UNet ONNX models with ONNX Runtime (never imports torch or onnx)."""
+"""lvunet-runtime: run exported LV-UNet ONNX models with ONNX Runtime (never imports torch or onnx).
 
-import os
+Importing this package changes no process-wide state; the command-line entry points configure what they
+need (see :func:`lvunet_runtime.cli.configure_process`).
+"""
 
-# Keep FFmpeg's own console chatter (e.g. "moov atom not found") out of our one-line errors.
-os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")
-os.environ.setdefault("OPENCV_LOG_LEVEL", "ERROR")
-
-from lvunet_runtime.errors import (  # noqa: E402
+from lvunet_runtime.errors import (
+    DataError,
     ImageError,
     LVUNetRuntimeError,
     ModelError,
@@ -17,6 +16,7 @@ from lvunet_runtime.errors import (  # noqa: E402
 __version__ = "0.1.0"
 
 __all__ = [
+    "DataError",
     "ImageError",
     "LVUNetRuntimeError",
     "ModelError",

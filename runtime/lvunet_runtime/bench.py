@@ -1,4 +1,4 @@
-"""``lvunet-bench``: latency and throughput of a model across providers, thread counts and batch sizes.
+"""Latency and throughput of a model across providers, thread counts and batch sizes (``lvunet-bench``).
 
 Each combination runs in its own Python process (fresh session, its own peak memory), so results do not
 leak into each other. An unavailable provider is reported as unavailable, never silently run on CPU.
@@ -9,19 +9,47 @@ from __future__ import annotations
 import json
 import os
 import platform
-import resource
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
-
-import typer
 
 from lvunet_runtime.errors import LVUNetRuntimeError
 
-bench_app = typer.Typer(add_completion=False)
+TABLE_COLUMNS = (
+    "provider",
+    "threads",
+    "batch",
+    "median ms",
+    "p90 ms",
+    "p99 ms",
+    "images/s",
+    "first ms",
+    "create ms",
+    "peak MB",
+)
+
+
+def peak_rss_mb() -> float | None:
+    """This process's peak resident memory in MB, on every OS (None where it cannot be measured).
+
+    ``resource`` is Unix-only and reports kilobytes on Linux but bytes on macOS; on Windows psutil's
+    peak working set is used when psutil is installed.
+    """
+    try:
+        import resource
+    except ImportError:
+        try:
+            import psutil
+        except ImportError:
+            return None
+        info = psutil.Process().memory_info()
+        return getattr(info, "peak_wset", info.rss) / 2**20
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return peak / 2**20 if sys.platform == "darwin" else peak / 1024
 
 
 def machine_info() -> dict:
@@ -97,7 +125,7 @@ def bench_one(
         "min_ms": min(times),
         "max_ms": max(times),
         "images_per_s": batch / median * 1e3,
-        "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        "peak_rss_mb": peak_rss_mb(),
         "precision": contract.precision,
         "input_size": [contract.input_height, contract.input_width],
     }
@@ -137,7 +165,7 @@ def end_to_end(model: str, folder: Path, threads: int | None, batch: int) -> dic
         "failed": len(summary.failed),
         "seconds": summary.seconds,
         "images_per_s": summary.processed / summary.seconds if summary.seconds else 0.0,
-        "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        "peak_rss_mb": peak_rss_mb(),
     }
 
 
@@ -184,139 +212,118 @@ def to_markdown(report: dict) -> str:
         lines.append(
             f"| {r['provider']} | {r['threads'] or 'auto'} | {r['batch']} | ok | {r['session_create_ms']:.0f} | "
             f"{r['first_run_ms']:.1f} | {r['median_ms']:.2f} | {r['p90_ms']:.2f} | {r['p99_ms']:.2f} | "
-            f"{r['images_per_s']:.0f} | {r['peak_rss_mb']:.0f} |"
+            f"{r['images_per_s']:.0f} | {r['peak_rss_mb'] or 0:.0f} |"
         )
     if report.get("end_to_end"):
         e = report["end_to_end"]
         lines += [
             "",
-            f"End to end ({e['images']} images, file to written mask): {e['images_per_s']:.1f} images/s, peak {e['peak_rss_mb']:.0f} MB.",
+            f"End to end ({e['images']} images, file to written mask): {e['images_per_s']:.1f} images/s, peak {e['peak_rss_mb'] or 0:.0f} MB.",
         ]
     return "\n".join(lines) + "\n"
 
 
-@bench_app.command()
-def bench_command(
-    model: str | None = typer.Option(None, "--model", "-m", help="Bundled name or .onnx path."),
-    providers: str = typer.Option("cpu", help="Comma-separated providers, e.g. cpu,cuda."),
-    threads: str = typer.Option(
-        "auto", help="Comma-separated thread counts; 'auto' = ONNX Runtime's choice."
-    ),
-    batch_sizes: str = typer.Option("1,8", help="Comma-separated batch sizes."),
-    image_size: int | None = typer.Option(None, help="Must match the model's input size if given."),
-    runs: int = typer.Option(100, help="Timed runs per combination."),
-    warmup: int = typer.Option(10, help="Untimed runs first."),
-    json_out: Path | None = typer.Option(None, "--json", help="Write the full report here."),
-    markdown: Path | None = typer.Option(None, help="Write a Markdown table here."),
-    end_to_end_dir: Path | None = typer.Option(
-        None, "--end-to-end", help="Also time whole images from this folder."
-    ),
-) -> None:
-    """Benchmark an LV-UNet ONNX model."""
-    from rich.console import Console
-    from rich.progress import Progress
-    from rich.table import Table
+@dataclass(frozen=True)
+class BenchPlan:
+    """A validated ``lvunet-bench`` request: what to run, before anything runs."""
 
-    from lvunet_runtime.session import PROVIDER_ALIASES, resolve_model
+    model: Path
+    precision: str
+    providers: list[str]
+    threads: list[int | None]
+    batches: list[int]
+    runs: int
+    warmup: int
+    end_to_end: Path | None
+    machine: dict
 
-    try:
-        names, thread_list, batches = parse_options(providers, threads, batch_sizes)
-        if runs < 1 or warmup < 0:
-            raise LVUNetRuntimeError("--runs must be at least 1 and --warmup at least 0")
-        path = resolve_model(model)
-        from lvunet_runtime.session import Segmenter
 
-        contract = Segmenter(path).contract
-        if image_size is not None and image_size != contract.input_height:
-            raise LVUNetRuntimeError(
-                f"this model takes {contract.input_height}x{contract.input_width}; --image-size {image_size} does not fit it (re-export with lvunet-export --image-size)"
-            )
-        if end_to_end_dir is not None and not end_to_end_dir.is_dir():
-            raise LVUNetRuntimeError(f"--end-to-end folder not found: {end_to_end_dir}")
-        info = machine_info()
-    except LVUNetRuntimeError as exc:
-        typer.echo(f"lvunet-bench: error: {str(exc).splitlines()[0]}", err=True)
-        raise typer.Exit(1) from None
+def plan_benchmark(
+    model: str | None,
+    providers: str,
+    threads: str,
+    batch_sizes: str,
+    image_size: int | None,
+    runs: int,
+    warmup: int,
+    end_to_end_dir: Path | None,
+) -> BenchPlan:
+    """Validate every option and the model before any timing starts.
+
+    Raises:
+        LVUNetRuntimeError: a bad option, model or folder, as one line saying what to fix.
+    """
+    from lvunet_runtime.session import Segmenter, resolve_model
+
+    names, thread_list, batches = parse_options(providers, threads, batch_sizes)
+    if runs < 1 or warmup < 0:
+        raise LVUNetRuntimeError("--runs must be at least 1 and --warmup at least 0")
+    path = resolve_model(model)
+    contract = Segmenter(path).contract
+    if image_size is not None and image_size != contract.input_height:
+        raise LVUNetRuntimeError(
+            f"this model takes {contract.input_height}x{contract.input_width}; --image-size "
+            f"{image_size} does not fit it (re-export with lvunet-export --image-size)"
+        )
+    if end_to_end_dir is not None and not end_to_end_dir.is_dir():
+        raise LVUNetRuntimeError(f"--end-to-end folder not found: {end_to_end_dir}")
+    return BenchPlan(
+        path, contract.precision, names, thread_list, batches, runs, warmup, end_to_end_dir, machine_info()
+    )
+
+
+def run_benchmark(plan: BenchPlan, advance=lambda: None) -> dict:
+    """Every (provider, threads, batch) combination in its own process; the report as a dict."""
+    from lvunet_runtime.session import PROVIDER_ALIASES
+
     results = []
-    combos = [(p, t, b) for p in names for t in thread_list for b in batches]
-    with Progress(transient=True, disable=not sys.stderr.isatty()) as progress:
-        task = progress.add_task("benchmarking", total=len(combos))
-        for provider, thread_count, batch in combos:
-            full = PROVIDER_ALIASES.get(provider.lower(), provider)
-            if full not in info["providers"]:
-                results.append(
-                    {
-                        "provider": provider,
-                        "threads": thread_count,
-                        "batch": batch,
-                        "status": "unavailable",
-                    }
-                )
-            else:
-                results.append(
-                    _in_subprocess(str(path), provider, thread_count, batch, runs, warmup)
-                )
-            progress.advance(task)
+    for provider in plan.providers:
+        for thread_count in plan.threads:
+            for batch in plan.batches:
+                full = PROVIDER_ALIASES.get(provider.lower(), provider)
+                if full not in plan.machine["providers"]:
+                    results.append(
+                        {"provider": provider, "threads": thread_count, "batch": batch, "status": "unavailable"}
+                    )
+                else:
+                    results.append(
+                        _in_subprocess(str(plan.model), provider, thread_count, batch, plan.runs, plan.warmup)
+                    )
+                advance()
     report = {
-        "model": str(path),
-        "model_size_mb": path.stat().st_size / 1e6,
-        "precision": contract.precision,
-        "runs": runs,
-        "warmup": warmup,
-        "machine": info,
+        "model": str(plan.model),
+        "model_size_mb": plan.model.stat().st_size / 1e6,
+        "precision": plan.precision,
+        "runs": plan.runs,
+        "warmup": plan.warmup,
+        "machine": plan.machine,
         "results": results,
         "command": " ".join(["lvunet-bench", *sys.argv[1:]]),
     }
-    if end_to_end_dir is not None:
-        report["end_to_end"] = end_to_end(str(path), end_to_end_dir, thread_list[0], batches[0])
-    table = Table(title=f"lvunet-bench: {path.name} ({contract.precision}) on {info['cpu']}")
-    for column in (
-        "provider",
-        "threads",
-        "batch",
-        "median ms",
-        "p90 ms",
-        "p99 ms",
-        "images/s",
-        "first ms",
-        "create ms",
-        "peak MB",
-    ):
-        table.add_column(column)
-    for r in results:
+    if plan.end_to_end is not None:
+        report["end_to_end"] = end_to_end(str(plan.model), plan.end_to_end, plan.threads[0], plan.batches[0])
+    return report
+
+
+def table_rows(report: dict) -> list[list[str]]:
+    """One row of ``TABLE_COLUMNS`` strings per result (blank timings for unavailable ones)."""
+    rows = []
+    for r in report["results"]:
+        head = [r["provider"], str(r["threads"] or "auto"), str(r["batch"])]
         if r["status"] != "ok":
-            table.add_row(
-                r["provider"],
-                str(r["threads"] or "auto"),
-                str(r["batch"]),
-                r["status"],
-                "",
-                "",
-                "",
-                "",
-                "",
-                "",
-            )
-        else:
-            table.add_row(
-                r["provider"],
-                str(r["threads"] or "auto"),
-                str(r["batch"]),
+            rows.append([*head, r["status"], *[""] * (len(TABLE_COLUMNS) - 4)])
+            continue
+        peak = r.get("peak_rss_mb")
+        rows.append(
+            [
+                *head,
                 f"{r['median_ms']:.2f}",
                 f"{r['p90_ms']:.2f}",
                 f"{r['p99_ms']:.2f}",
                 f"{r['images_per_s']:.0f}",
                 f"{r['first_run_ms']:.1f}",
                 f"{r['session_create_ms']:.0f}",
-                f"{r['peak_rss_mb']:.0f}",
-            )
-    Console().print(table)
-    if report.get("end_to_end"):
-        e = report["end_to_end"]
-        typer.echo(
-            f"end to end: {e['images']} images, {e['images_per_s']:.1f} images/s, peak {e['peak_rss_mb']:.0f} MB"
+                "-" if peak is None else f"{peak:.0f}",
+            ]
         )
-    if json_out:
-        json_out.write_text(json.dumps(report, indent=1) + "\n")
-    if markdown:
-        markdown.write_text(to_markdown(report))
+    return rows

@@ -1,18 +1,30 @@
 """Console entry points: ``lvunet-infer``, ``lvunet-eval``, ``lvunet-bench``. Thin: parse, call, print.
 
 Errors of the runtime's own kind become one line on stderr and exit code 1; a multi-input run that had
-to skip some inputs exits with 2.
+to skip some inputs exits with 2. Process-wide settings (OpenCV/FFmpeg logging, Pillow's pixel limit,
+which ``--max-pixels`` replaces) are made here, in the entry points, never on import of the library.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import sys
 from pathlib import Path
 
 import typer
 
 from lvunet_runtime.errors import LVUNetRuntimeError
+
+
+def configure_process() -> None:
+    """Settings a command-line run wants and a library import must not make."""
+    # Keep FFmpeg's own console chatter (e.g. "moov atom not found") out of our one-line errors.
+    os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")
+    os.environ.setdefault("OPENCV_LOG_LEVEL", "ERROR")
+    from PIL import Image
+
+    Image.MAX_IMAGE_PIXELS = None  # load_image checks --max-pixels itself, with a message
 
 
 def _fail(program: str, exc: Exception) -> None:
@@ -123,15 +135,12 @@ def eval_command(
     threads: int | None = typer.Option(None),
 ) -> None:
     """Evaluate an ONNX model on images and masks at their own size (the deployable file itself)."""
-    from lvunet_runtime.evaluate import evaluate, find_pairs
+    from lvunet_runtime.data import find_pairs, read_id_list
+    from lvunet_runtime.evaluate import evaluate
     from lvunet_runtime.session import Segmenter
 
     try:
-        ids = None
-        if split_file is not None:
-            if not split_file.is_file():
-                raise LVUNetRuntimeError(f"split file not found: {split_file}")
-            ids = [s.strip() for s in split_file.read_text().splitlines() if s.strip()]
+        ids = None if split_file is None else read_id_list(split_file)
         pairs = find_pairs(data, ids)
         segmenter = Segmenter(model, providers=_providers(provider), threads=threads)
         result = evaluate(segmenter, pairs)
@@ -149,18 +158,73 @@ def eval_command(
     typer.echo("slowest: " + ", ".join(f"{r['id']} ({r['ms']:.1f} ms)" for r in result["slowest"]))
 
 
+bench_app = typer.Typer(add_completion=False)
+
+
+@bench_app.command()
+def bench_command(
+    model: str | None = typer.Option(None, "--model", "-m", help="Bundled name or .onnx path."),
+    providers: str = typer.Option("cpu", help="Comma-separated providers, e.g. cpu,cuda."),
+    threads: str = typer.Option(
+        "auto", help="Comma-separated thread counts; 'auto' = ONNX Runtime's choice."
+    ),
+    batch_sizes: str = typer.Option("1,8", help="Comma-separated batch sizes."),
+    image_size: int | None = typer.Option(None, help="Must match the model's input size if given."),
+    runs: int = typer.Option(100, help="Timed runs per combination."),
+    warmup: int = typer.Option(10, help="Untimed runs first."),
+    json_out: Path | None = typer.Option(None, "--json", help="Write the full report here."),
+    markdown: Path | None = typer.Option(None, help="Write a Markdown table here."),
+    end_to_end_dir: Path | None = typer.Option(
+        None, "--end-to-end", help="Also time whole images from this folder."
+    ),
+) -> None:
+    """Benchmark an LV-UNet ONNX model; each combination runs in its own process."""
+    from rich.console import Console
+    from rich.progress import Progress
+    from rich.table import Table
+
+    from lvunet_runtime.bench import TABLE_COLUMNS, plan_benchmark, run_benchmark, table_rows, to_markdown
+
+    try:
+        plan = plan_benchmark(
+            model, providers, threads, batch_sizes, image_size, runs, warmup, end_to_end_dir
+        )
+    except LVUNetRuntimeError as exc:
+        _fail("lvunet-bench", exc)
+    combos = len(plan.providers) * len(plan.threads) * len(plan.batches)
+    with Progress(transient=True, disable=not sys.stderr.isatty()) as progress:
+        task = progress.add_task("benchmarking", total=combos)
+        report = run_benchmark(plan, lambda: progress.advance(task))
+    table = Table(title=f"lvunet-bench: {plan.model.name} ({plan.precision}) on {plan.machine['cpu']}")
+    for column in TABLE_COLUMNS:
+        table.add_column(column)
+    for row in table_rows(report):
+        table.add_row(*row)
+    Console().print(table)
+    if report.get("end_to_end"):
+        e = report["end_to_end"]
+        typer.echo(
+            f"end to end: {e['images']} images, {e['images_per_s']:.1f} images/s, peak {e['peak_rss_mb'] or 0:.0f} MB"
+        )
+    if json_out:
+        json_out.write_text(json.dumps(report, indent=1) + "\n")
+    if markdown:
+        markdown.write_text(to_markdown(report))
+
+
 def infer_main() -> None:
     """``lvunet-infer`` entry point."""
+    configure_process()
     sys.exit(infer_app())
 
 
 def eval_main() -> None:
     """``lvunet-eval`` entry point."""
+    configure_process()
     sys.exit(eval_app())
 
 
 def bench_main() -> None:
     """``lvunet-bench`` entry point."""
-    from lvunet_runtime.bench import bench_app
-
+    configure_process()
     sys.exit(bench_app())

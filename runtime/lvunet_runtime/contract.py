@@ -1,22 +1,36 @@
-"""The metadata contract between an exported ONNX file and the runtime.
+"""The metadata contract between training, the exported ONNX file and the runtime.
 
-The exporter writes these keys into the ONNX file's ``metadata_props``; the runtime reads them back
-(``onnxruntime`` exposes them as ``custom_metadata_map``), so preprocessing, threshold and labels are
-defined once, here, and producer and consumer cannot drift apart.
+One :class:`ModelContract` describes how an image becomes the model's input and how its output becomes a
+mask. ``lvunet-train`` builds its inputs from it and records it in every checkpoint, ``lvunet-export``
+writes it into the ONNX file's ``metadata_props``, and the runtime reads it back and validates it before
+any image is run, so producer and consumer cannot drift apart.
+
+Versions: ``1`` (the first exports) and ``2`` (adds ``training_size``; ``test_metrics`` is measured on the
+written file and absent when no test data were at hand). The runtime reads both.
 """
 
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
 from lvunet_runtime.errors import ModelError
 
 PREFIX = "lvunet."
-CONTRACT_VERSION = "1"
+CONTRACT_VERSION = "2"
+READABLE_VERSIONS = ("1", "2")
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
+SIZE_MULTIPLE = 128  # LV-UNet halves the input seven times
+MAX_INPUT_SIDE = 4096  # documented cap: larger inputs would need gigabytes per image
+INTERPOLATIONS = ("area", "linear", "cubic", "nearest")
+CHANNEL_ORDERS = ("RGB", "BGR")
+OUTPUT_MEANINGS = ("logits", "probability")
+PRECISIONS = ("fp32", "fp16", "int8")
+# Keys a file may leave out: added after version 1, or written only when measured.
+OPTIONAL = {"training_size": None, "test_metrics": {}}
 
 # The one input layout: float32 NCHW, normalised by the runtime. (A uint8 NHWC variant that normalised
 # inside the graph was measured no faster end to end, 124-143 vs 126-140 images/s, and was dropped.)
@@ -25,12 +39,15 @@ LAYOUT_FLOAT_NCHW = "float32-nchw"
 
 @dataclass(frozen=True)
 class ModelContract:
-    """Everything the runtime needs to use a model, as stored in its metadata.
+    """Everything needed to feed a model and read its output, plus where the model came from.
 
     Preprocessing: decode to 8-bit RGB, resize to ``input_height`` x ``input_width`` with
-    ``resize_interpolation`` (OpenCV INTER_AREA), multiply by ``pixel_scale``, subtract ``mean``, divide
-    by ``std`` (per channel, RGB order), NCHW float32. Output: ``output_meaning`` logits; probability = sigmoid(logit); foreground where
-    probability > ``threshold``.
+    ``resize_interpolation`` (OpenCV), reorder channels to ``channel_order``, multiply by
+    ``pixel_scale``, subtract ``mean``, divide by ``std`` (per channel, in ``channel_order``), NCHW
+    float32. Output: ``output_meaning`` is ``logits`` (probability = sigmoid) or ``probability``;
+    foreground where probability > ``threshold``.
+
+    Construction validates every field (types, lengths, ranges), so an invalid contract cannot exist.
     """
 
     input_name: str = "image"
@@ -50,6 +67,7 @@ class ModelContract:
     precision: str = "fp32"
     model_config: dict[str, Any] = field(default_factory=dict)
     training_dataset: str = ""
+    training_size: tuple[int, int] | None = None
     split: str = ""
     test_metrics: dict[str, Any] = field(default_factory=dict)
     validation_metrics: dict[str, Any] = field(default_factory=dict)
@@ -57,34 +75,145 @@ class ModelContract:
     versions: dict[str, str] = field(default_factory=dict)
     contract_version: str = CONTRACT_VERSION
 
+    def __post_init__(self) -> None:
+        problem = _first_problem(self)
+        if problem:
+            raise ModelError(f"invalid model contract: {problem}")
+
+    @property
+    def input_size(self) -> tuple[int, int]:
+        """(height, width) the graph takes."""
+        return self.input_height, self.input_width
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain data (lists, dicts, numbers, strings): fit for JSON and ``weights_only`` checkpoints."""
+        data = asdict(self)
+        data["mean"], data["std"] = list(self.mean), list(self.std)
+        if self.training_size is not None:
+            data["training_size"] = list(self.training_size)
+        return data
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any], source: str = "model") -> ModelContract:
+        """The inverse of :meth:`to_dict`; unknown keys and invalid values are a one-line ModelError."""
+        if not isinstance(data, dict):
+            raise ModelError(f"{source}: the model contract must be a mapping, not {type(data).__name__}")
+        names = {f.name for f in fields(cls)}
+        unknown = sorted(set(data) - names)
+        if unknown:
+            raise ModelError(f"{source}: unknown model contract field(s) {unknown}")
+        values = dict(data)
+        for key in ("mean", "std", "training_size"):
+            if isinstance(values.get(key), list):
+                values[key] = tuple(values[key])
+        try:
+            return cls(**values)
+        except ModelError as exc:
+            raise ModelError(f"{source}: {exc}") from None
+
     def to_metadata(self) -> dict[str, str]:
-        """String key/value pairs, every key prefixed ``lvunet.``; structured values as JSON."""
-        return {PREFIX + k: json.dumps(v) for k, v in asdict(self).items()}
+        """String key/value pairs, every key prefixed ``lvunet.``; values as JSON.
+
+        Optional fields that are empty (no measured test metrics, unknown training size) are left out.
+        """
+        return {
+            PREFIX + k: json.dumps(v)
+            for k, v in self.to_dict().items()
+            if not (k in OPTIONAL and v == OPTIONAL[k])
+        }
 
     @classmethod
     def from_metadata(cls, metadata: dict[str, str], source: str = "model") -> ModelContract:
-        """Parse a metadata map; a file without the contract is a ModelError naming what is missing."""
-        required = {f.name for f in fields(cls)}
+        """Parse and validate a metadata map (any readable contract version).
+
+        Raises:
+            ModelError: the contract is missing, of an unknown version, malformed or invalid; the
+                message names the field and what was expected.
+        """
         present = {k[len(PREFIX) :]: v for k, v in metadata.items() if k.startswith(PREFIX)}
-        missing = sorted(required - set(present))
+        if not present:
+            raise ModelError(
+                f"{source} lacks the LV-UNet metadata contract (no LV-UNet metadata); "
+                "export it with lvunet-export"
+            )
+        values = {}
+        for key, text in present.items():
+            try:
+                values[key] = json.loads(text)
+            except json.JSONDecodeError:
+                raise ModelError(
+                    f"{source} has malformed LV-UNet metadata: {PREFIX}{key} is not JSON ({text[:40]!r})"
+                ) from None
+        version = values.get("contract_version")
+        if version not in READABLE_VERSIONS:
+            raise ModelError(
+                f"{source} uses metadata contract {version!r}; this runtime reads versions "
+                f"{', '.join(READABLE_VERSIONS)}: upgrade lvunet-runtime or re-export"
+            )
+        required = {f.name for f in fields(cls)} - set(OPTIONAL)
+        missing = sorted(required - set(values))
         if missing:
-            what = "no LV-UNet metadata" if len(missing) == len(required) else f"missing {missing}"
             raise ModelError(
-                f"{source} lacks the LV-UNet metadata contract ({what}); export it with lvunet-export"
+                f"{source} lacks the LV-UNet metadata contract (missing {missing}); "
+                "export it with lvunet-export"
             )
-        try:
-            values = {k: json.loads(present[k]) for k in required}
-        except json.JSONDecodeError as exc:
-            raise ModelError(f"{source} has malformed LV-UNet metadata: {exc}") from None
-        if values["contract_version"] != CONTRACT_VERSION:
-            raise ModelError(
-                f"{source} uses metadata contract {values['contract_version']}; this runtime reads "
-                f"{CONTRACT_VERSION}: upgrade lvunet-runtime or re-export"
+        values = {k: v for k, v in values.items() if k in {f.name for f in fields(cls)}}
+        return cls.from_dict(values, source)
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_number(value: Any) -> bool:
+    return (
+        isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+    )
+
+
+def _first_problem(c: ModelContract) -> str | None:
+    """The first field that breaks the contract, described with what was expected; None if valid."""
+    for name in ("input_name", "output_name"):
+        if not isinstance(getattr(c, name), str) or not getattr(c, name):
+            return f"{name} must be a non-empty string, not {getattr(c, name)!r}"
+    if c.input_layout != LAYOUT_FLOAT_NCHW:
+        return f"input_layout {c.input_layout!r} is not supported; this runtime feeds {LAYOUT_FLOAT_NCHW}"
+    for name in ("input_height", "input_width"):
+        value = getattr(c, name)
+        if not _is_int(value) or not 0 < value <= MAX_INPUT_SIDE or value % SIZE_MULTIPLE:
+            return (
+                f"{name} must be a positive multiple of {SIZE_MULTIPLE} up to {MAX_INPUT_SIDE}, "
+                f"not {value!r}"
             )
-        if values["input_layout"] != LAYOUT_FLOAT_NCHW:
-            raise ModelError(
-                f"{source} takes {values['input_layout']!r} input; this runtime feeds {LAYOUT_FLOAT_NCHW}"
-            )
-        values["mean"] = tuple(values["mean"])
-        values["std"] = tuple(values["std"])
-        return cls(**values)
+    if not isinstance(c.dynamic_batch, bool):
+        return f"dynamic_batch must be true or false, not {c.dynamic_batch!r}"
+    if c.channel_order not in CHANNEL_ORDERS:
+        return f"channel_order must be one of {CHANNEL_ORDERS}, not {c.channel_order!r}"
+    if not _is_number(c.pixel_scale) or c.pixel_scale <= 0:
+        return f"pixel_scale must be a positive number, not {c.pixel_scale!r}"
+    for name in ("mean", "std"):
+        value = getattr(c, name)
+        if not isinstance(value, tuple) or len(value) != 3 or not all(map(_is_number, value)):
+            return f"{name} must be three numbers (one per channel), not {value!r}"
+    if min(c.std) <= 0:
+        return f"std must be positive in every channel, not {list(c.std)}"
+    if c.resize_interpolation not in INTERPOLATIONS:
+        return f"resize_interpolation must be one of {INTERPOLATIONS}, not {c.resize_interpolation!r}"
+    if c.output_meaning not in OUTPUT_MEANINGS:
+        return f"output_meaning must be one of {OUTPUT_MEANINGS}, not {c.output_meaning!r}"
+    if not _is_number(c.threshold) or not 0 < c.threshold < 1:
+        return f"threshold must be a number strictly between 0 and 1, not {c.threshold!r}"
+    if c.precision not in PRECISIONS:
+        return f"precision must be one of {PRECISIONS}, not {c.precision!r}"
+    for name in ("label", "training_dataset", "split", "source_sha256", "contract_version"):
+        if not isinstance(getattr(c, name), str):
+            return f"{name} must be a string, not {getattr(c, name)!r}"
+    for name in ("model_config", "test_metrics", "validation_metrics", "versions"):
+        if not isinstance(getattr(c, name), dict):
+            return f"{name} must be a mapping, not {type(getattr(c, name)).__name__}"
+    size = c.training_size
+    if size is not None and (
+        not isinstance(size, tuple) or len(size) != 2 or not all(_is_int(v) and v > 0 for v in size)
+    ):
+        return f"training_size must be two positive integers (height, width), not {size!r}"
+    return None

@@ -2,6 +2,9 @@
 
 Any common mode is converted (grayscale, palette, RGBA, CMYK, 16-bit), EXIF orientation is applied, and
 an image whose header claims more than ``max_pixels`` is refused before it is decoded (decompression bombs).
+Importing this module changes no Pillow setting: Pillow's own decompression-bomb guard stays on for library
+users (its refusal becomes an ImageError); the command-line tools, which check ``--max-pixels`` themselves,
+lift it in their entry point.
 """
 
 from __future__ import annotations
@@ -13,11 +16,10 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from lvunet_runtime.data import SIXTEEN_BIT_MODES
 from lvunet_runtime.errors import ImageError, OutputError
 
 DEFAULT_MAX_PIXELS = 100_000_000
-Image.MAX_IMAGE_PIXELS = None  # we check the size ourselves, with a message, before decoding
-_SIXTEEN_BIT = ("I;16", "I;16B", "I;16L", "I", "F")
 
 
 def _rotated(image: Image.Image) -> bool:
@@ -28,7 +30,7 @@ def _rotated(image: Image.Image) -> bool:
 def to_rgb8(image: Image.Image) -> np.ndarray:
     """A decoded PIL image of any mode as an HxWx3 uint8 RGB array (EXIF orientation applied)."""
     image = ImageOps.exif_transpose(image, in_place=False) if _rotated(image) else image
-    if image.mode in _SIXTEEN_BIT:
+    if image.mode in SIXTEEN_BIT_MODES:
         array = np.asarray(image).astype(np.float32)
         top = 65535.0 if image.mode.startswith("I;16") or array.max() > 255 else 255.0
         gray = np.clip(array * (255.0 / top) + 0.5, 0, 255).astype(np.uint8)
@@ -58,6 +60,8 @@ def load_image(
         raise ImageError(f"{path}: file not found")
     if path.is_dir():
         raise ImageError(f"{path}: is a folder, not an image")
+    if not path.is_file():  # a FIFO, socket or device would block or stream forever
+        raise ImageError(f"{path}: not a regular file")
     try:
         with Image.open(path) as image:
             width, height = image.size
@@ -70,6 +74,8 @@ def load_image(
             rgb = to_rgb8(image)
     except ImageError:
         raise
+    except Image.DecompressionBombError as exc:
+        raise ImageError(f"{path}: refused before decoding, too large ({exc})") from None
     except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as exc:
         kind = (
             "not an image or unsupported format"

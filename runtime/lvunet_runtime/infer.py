@@ -1,6 +1,6 @@
-"""Inference over images, folders, globs and videos, with decoding and writing overlapped with the
-model: loader threads decode and resize ahead (bounded), the calling thread only runs the session,
-writer threads post-process, encode and write atomically. One session serves the whole run.
+"""Inference over images, folders, globs, videos and a camera, all through one overlapped pipeline
+(:mod:`lvunet_runtime.pipeline`): loader threads decode and prepare ahead (bounded), the calling thread
+only runs the session, writer threads finish, encode and write atomically. One session serves the run.
 """
 
 from __future__ import annotations
@@ -11,22 +11,19 @@ import io
 import json
 import os
 import time
-from collections import deque
-from concurrent.futures import Future, ThreadPoolExecutor
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import cv2
 import numpy as np
 
-from lvunet_runtime.errors import ImageError, LVUNetRuntimeError, OutputError
+from lvunet_runtime.data import IMAGE_SUFFIXES, VIDEO_SUFFIXES
+from lvunet_runtime.errors import ImageError, OutputError
 from lvunet_runtime.image import DEFAULT_MAX_PIXELS, load_image, write_atomic
 from lvunet_runtime.outputs import overlay, region_stats, write_image_outputs
-from lvunet_runtime.processing import keep_largest_region, postprocess, resize_input, to_model_input
-from lvunet_runtime.session import Segmenter
-
-IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".gif"}
-VIDEO_SUFFIXES = {".mp4", ".avi", ".mov", ".mkv"}
+from lvunet_runtime.pipeline import run_pipeline
+from lvunet_runtime.session import Prepared, Segmenter
 
 
 def default_workers() -> int:
@@ -121,7 +118,7 @@ def collect_inputs(
         if path.is_dir():
             walker = path.rglob("*") if recursive else path.iterdir()
             found = sorted(p for p in walker if p.is_file() and not p.name.startswith("."))
-            media = [p for p in found if p.suffix.lower() in IMAGE_SUFFIXES | VIDEO_SUFFIXES]
+            media = [p for p in found if p.suffix.lower() in IMAGE_SUFFIXES + VIDEO_SUFFIXES]
             if not media:
                 errors.append({"input": raw, "error": f"{raw}: no images or videos in this folder"})
             add(media, path)
@@ -190,7 +187,7 @@ def plan_jobs(
     return jobs
 
 
-def _progress(total: int, enabled: bool):
+def _progress(total: int, enabled: bool, what: str = "images"):
     if not enabled or total <= 1:
         return None
     from rich.progress import (
@@ -201,15 +198,14 @@ def _progress(total: int, enabled: bool):
         TimeRemainingColumn,
     )
 
-    progress = Progress(
+    return Progress(
         TextColumn("segmenting"),
         BarColumn(),
         MofNCompleteColumn(),
-        TextColumn("{task.fields[rate]} images/s"),
+        TextColumn("{task.fields[rate]} " + what + "/s"),
         TimeRemainingColumn(),
         transient=True,
     )
-    return progress
 
 
 def check_writable(directory: Path) -> None:
@@ -226,139 +222,130 @@ def check_writable(directory: Path) -> None:
 def run_images(
     segmenter: Segmenter, jobs: list[Job], options: InferOptions, summary: RunSummary
 ) -> None:
-    """Segment ``jobs``: loader threads decode and resize, the calling thread only runs the model,
-    writer threads resize the probabilities back, threshold, encode and write. Queues are bounded
-    (a few images each), so memory stays flat however large the folder.
-    """
+    """Segment ``jobs`` through the pipeline; failures are recorded per image and skipped."""
     if not jobs:
         return
     for directory in {p.parent for job in jobs for p in job.outputs.values()}:
         check_writable(directory)
-    contract = segmenter.contract
-    batch_size = max(1, options.batch_size)
-    depth = batch_size + options.workers  # images decoded ahead, and written behind
-    progress = _progress(len(jobs), options.progress)
-    task = progress.add_task("segment", total=len(jobs), rate="-") if progress else None
-    start = time.perf_counter()
     meta = {"model": str(segmenter.path), "threshold": segmenter.threshold}
 
-    def load(job: Job) -> tuple[np.ndarray, np.ndarray | None, tuple[int, int]]:
-        rgb, size = load_image(job.source, max_pixels=options.max_pixels)
-        return resize_input(rgb, contract), rgb if options.overlay else None, size
+    def load(job: Job) -> Prepared:
+        rgb, _ = load_image(job.source, max_pixels=options.max_pixels)
+        return segmenter.prepare(rgb, keep_image=options.overlay)
 
-    def finish(job: Job, logits: np.ndarray, rgb: np.ndarray | None, size: tuple[int, int]) -> dict:
-        probability, mask = postprocess(logits, size, segmenter.threshold)
-        if options.keep_largest:
-            mask = keep_largest_region(mask)
+    def finish(job: Job, prepared: Prepared, output: np.ndarray) -> dict:
+        prediction = segmenter.finish(output, prepared.size, keep_largest=options.keep_largest)
         return write_image_outputs(
-            job.outputs, rgb, probability, mask, {"input": str(job.source), **meta}
+            job.outputs,
+            prepared.image,
+            prediction.probability,
+            prediction.mask,
+            {"input": str(job.source), **meta},
         )
 
-    with (
-        ThreadPoolExecutor(options.workers) as loaders,
-        ThreadPoolExecutor(options.workers) as writers,
-    ):
-        pending: deque[tuple[Job, Future]] = deque()
-        writes: deque[tuple[Job, Future]] = deque()
-        queue = iter(jobs)
-
-        def refill() -> None:
-            while len(pending) < depth:
-                job = next(queue, None)
-                if job is None:
-                    return
-                pending.append((job, loaders.submit(load, job)))
-
-        def drain_writes(limit: int) -> None:
-            while len(writes) > limit:
-                job, future = writes.popleft()
-                try:
-                    stats = future.result()
-                except (LVUNetRuntimeError, OSError, ValueError) as exc:
-                    summary.failed.append(
-                        {"input": str(job.source), "error": f"{job.source}: {exc}"}
-                    )
-                    continue
+    start = time.perf_counter()
+    outcomes = run_pipeline(
+        segmenter, jobs, load, finish, workers=options.workers, batch_size=options.batch_size
+    )
+    with _Meter(len(jobs), options.progress, "images") as meter:
+        for outcome in outcomes:
+            if outcome.error is not None:
+                summary.failed.append(_failure(outcome.item.source, outcome.error))
+            else:
                 summary.processed += 1
-                summary.images.append({"input": str(job.source), **stats})
-                if progress:
-                    rate = summary.processed / (time.perf_counter() - start)
-                    progress.update(task, advance=1, rate=f"{rate:.1f}")
-
-        if progress:
-            progress.start()
-        try:
-            refill()
-            while pending:
-                batch = []
-                while pending and len(batch) < batch_size:
-                    job, future = pending.popleft()
-                    try:
-                        batch.append((job, *future.result()))
-                    except ImageError as exc:
-                        summary.failed.append({"input": str(job.source), "error": str(exc)})
-                        if progress:
-                            progress.update(task, advance=1)
-                    refill()
-                if not batch:
-                    continue
-                resized = np.stack([item[1] for item in batch])
-                logits = segmenter.run(to_model_input(resized, contract))
-                for (job, _, rgb, size), logit in zip(batch, logits, strict=True):
-                    writes.append((job, writers.submit(finish, job, logit, rgb, size)))
-                drain_writes(depth)
-            drain_writes(0)
-        finally:
-            if progress:
-                progress.stop()
+                summary.images.append({"input": str(outcome.item.source), **outcome.result})
+            meter.advance(summary.processed / (time.perf_counter() - start))
     summary.seconds += time.perf_counter() - start
+
+
+def _failure(source: Path, error: Exception) -> dict[str, str]:
+    message = str(error)
+    return {"input": str(source), "error": message if str(source) in message else f"{source}: {message}"}
+
+
+class _Meter:
+    """A rich progress bar that is a no-op when disabled (not a terminal, or a single item)."""
+
+    def __init__(self, total: int, enabled: bool, what: str) -> None:
+        self.progress = _progress(total, enabled, what)
+        self.task = self.progress.add_task("segment", total=total, rate="-") if self.progress else None
+
+    def __enter__(self) -> _Meter:
+        if self.progress:
+            self.progress.start()
+        return self
+
+    def advance(self, rate: float) -> None:
+        if self.progress:
+            self.progress.update(self.task, advance=1, rate=f"{rate:.1f}")
+
+    def __exit__(self, *exc) -> None:
+        if self.progress:
+            self.progress.stop()
+
+
+def _frames(capture: cv2.VideoCapture, limit: int | None = None) -> Iterator[np.ndarray]:
+    """Decoded frames as RGB arrays (decoding happens as the pipeline asks for the next one)."""
+    count = 0
+    while limit is None or count < limit:
+        ok, bgr = capture.read()
+        if not ok:
+            return
+        count += 1
+        yield cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+
+
+def _overlay_frame(segmenter: Segmenter, keep_largest: bool):
+    """A pipeline ``finish`` step for video: (BGR overlay frame, region statistics, ms since load)."""
+
+    def finish(frame: np.ndarray, prepared: Prepared, output: np.ndarray) -> tuple[np.ndarray, dict]:
+        prediction = segmenter.finish(output, prepared.size, keep_largest=keep_largest)
+        stats = region_stats(prediction.mask, contours=False)
+        return cv2.cvtColor(overlay(frame, prediction.mask), cv2.COLOR_RGB2BGR), stats
+
+    return finish
 
 
 def run_video(segmenter: Segmenter, path: Path, options: InferOptions, summary: RunSummary) -> None:
     """Overlay video ``<stem>_overlay.mp4`` and per-frame CSV ``<stem>_frames.csv``."""
-    capture = cv2.VideoCapture(str(path))
-    if not capture.isOpened():
-        raise ImageError(f"{path}: not a readable video")
     out_video = options.out / f"{path.stem}_overlay.mp4"
     out_csv = options.out / f"{path.stem}_frames.csv"
     if not options.overwrite and out_video.exists() and out_csv.exists():
         summary.skipped_existing += 1
         return
+    capture = cv2.VideoCapture(str(path))
+    if not capture.isOpened():
+        raise ImageError(f"{path}: not a readable video")
     options.out.mkdir(parents=True, exist_ok=True)
     fps = capture.get(cv2.CAP_PROP_FPS) or 25.0
     tmp_video = out_video.with_name(f".{out_video.name}.tmp.mp4")
-    writer = None
-    rows = io.StringIO()
+    writer, rows = None, io.StringIO()
     table = csv.writer(rows)
     table.writerow(["frame", "area_px", "area_fraction", "regions", "ms"])
-    start = time.perf_counter()
-    frames = 0
+    start, frames, last = time.perf_counter(), 0, time.perf_counter()
     try:
-        while True:
-            ok, bgr = capture.read()
-            if not ok:
-                break
-            rgb = cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
-            t0 = time.perf_counter()
-            prediction = segmenter.predict(rgb, keep_largest=options.keep_largest)
-            elapsed = (time.perf_counter() - t0) * 1e3
-            stats = region_stats(prediction.mask, contours=False)
-            table.writerow(
-                [
-                    frames,
-                    stats["area_px"],
-                    f"{stats['area_fraction']:.6f}",
-                    stats["regions"],
-                    f"{elapsed:.2f}",
-                ]
-            )
+        outcomes = run_pipeline(
+            segmenter,
+            _frames(capture),
+            lambda frame: segmenter.prepare(frame, keep_image=False),
+            _overlay_frame(segmenter, options.keep_largest),
+            workers=options.workers,
+        )
+        for outcome in outcomes:
+            if outcome.error is not None:
+                raise ImageError(f"{path}: frame {frames}: {outcome.error}")
+            view, stats = outcome.result
             if writer is None:
-                height, width = rgb.shape[:2]
+                height, width = view.shape[:2]
                 writer = cv2.VideoWriter(
                     str(tmp_video), cv2.VideoWriter_fourcc(*"mp4v"), fps, (width, height)
                 )
-            writer.write(cv2.cvtColor(overlay(rgb, prediction.mask), cv2.COLOR_RGB2BGR))
-            frames += 1
+            writer.write(view)
+            now = time.perf_counter()
+            table.writerow(
+                [frames, stats["area_px"], f"{stats['area_fraction']:.6f}", stats["regions"], f"{(now - last) * 1e3:.2f}"]
+            )
+            last, frames = now, frames + 1
     finally:
         capture.release()
         if writer is not None:
@@ -373,42 +360,37 @@ def run_video(segmenter: Segmenter, path: Path, options: InferOptions, summary: 
     summary.seconds += time.perf_counter() - start
 
 
+def _show(view: np.ndarray, fps: float) -> bool:
+    """Draw one camera frame with its frame rate; False when the user pressed q or Esc."""
+    cv2.putText(view, f"{fps:.1f} fps", (10, 30), cv2.FONT_HERSHEY_SIMPLEX, 1, (255, 255, 255), 2)
+    try:
+        cv2.imshow("lvunet", view)
+    except cv2.error:
+        raise ImageError(
+            "--show needs a display and opencv-python with GUI support (this is the headless build)"
+        ) from None
+    return cv2.waitKey(1) & 0xFF not in (ord("q"), 27)
+
+
 def run_camera(segmenter: Segmenter, index: int, show: bool, max_frames: int | None) -> int:
-    """Live camera: segment each frame, show the overlay and the frame rate where a display exists."""
+    """Live camera through the same pipeline (one frame in flight per stage: latency over throughput)."""
     capture = cv2.VideoCapture(index)
     if not capture.isOpened():
         raise ImageError(f"camera {index} could not be opened")
     frames, start = 0, time.perf_counter()
     try:
-        while max_frames is None or frames < max_frames:
-            ok, bgr = capture.read()
-            if not ok:
-                break
-            prediction = segmenter.predict(cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB))
+        outcomes = run_pipeline(
+            segmenter,
+            _frames(capture, max_frames),
+            lambda frame: segmenter.prepare(frame),
+            _overlay_frame(segmenter, False),
+        )
+        for outcome in outcomes:
+            if outcome.error is not None:
+                raise ImageError(f"camera {index}: {outcome.error}")
             frames += 1
-            if show:
-                fps = frames / (time.perf_counter() - start)
-                view = cv2.cvtColor(
-                    overlay(cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB), prediction.mask),
-                    cv2.COLOR_RGB2BGR,
-                )
-                cv2.putText(
-                    view,
-                    f"{fps:.1f} fps",
-                    (10, 30),
-                    cv2.FONT_HERSHEY_SIMPLEX,
-                    1,
-                    (255, 255, 255),
-                    2,
-                )
-                try:
-                    cv2.imshow("lvunet", view)
-                except cv2.error:
-                    raise ImageError(
-                        "--show needs a display and opencv-python with GUI support (this is the headless build)"
-                    ) from None
-                if cv2.waitKey(1) & 0xFF in (ord("q"), 27):
-                    break
+            if show and not _show(outcome.result[0], frames / (time.perf_counter() - start)):
+                break
     finally:
         capture.release()
     return frames

@@ -1,4 +1,8 @@
-"""Pre- and post-processing as the metadata contract defines them (no maths anywhere else)."""
+"""Pre- and post-processing exactly as the metadata contract defines them (no maths anywhere else).
+
+The training side feeds its model through :func:`resize_input` and the same scale/shift constants
+(:func:`normalisation`), so a trained model sees the inputs the runtime will give it.
+"""
 
 from __future__ import annotations
 
@@ -7,7 +11,7 @@ import numpy as np
 
 from lvunet_runtime.contract import ModelContract
 
-_INTERPOLATION = {
+INTERPOLATION_FLAGS = {
     "area": cv2.INTER_AREA,
     "linear": cv2.INTER_LINEAR,
     "cubic": cv2.INTER_CUBIC,
@@ -20,19 +24,41 @@ def resize_input(rgb: np.ndarray, contract: ModelContract) -> np.ndarray:
     size = (contract.input_width, contract.input_height)
     if rgb.shape[1::-1] == size:
         return rgb
-    return cv2.resize(rgb, size, interpolation=_INTERPOLATION[contract.resize_interpolation])
+    return cv2.resize(rgb, size, interpolation=INTERPOLATION_FLAGS[contract.resize_interpolation])
+
+
+def resize_mask(mask: np.ndarray, contract: ModelContract) -> np.ndarray:
+    """A boolean (H, W) mask at the model's input size (area-weighted, then > 50%)."""
+    size = (contract.input_width, contract.input_height)
+    if mask.shape[::-1] == size:
+        return mask.astype(bool, copy=False)
+    return cv2.resize(mask.astype(np.uint8) * 255, size, interpolation=cv2.INTER_AREA) > 127
+
+
+def channel_index(contract: ModelContract) -> list[int]:
+    """Which RGB channel feeds each model channel: [0, 1, 2] for RGB, [2, 1, 0] for BGR."""
+    return [0, 1, 2] if contract.channel_order == "RGB" else [2, 1, 0]
+
+
+def normalisation(contract: ModelContract) -> tuple[np.ndarray, np.ndarray]:
+    """Per-channel ``(scale, shift)`` float32 with ``x_model = pixel * scale - shift``, in model order."""
+    std = np.asarray(contract.std, np.float32)
+    scale = np.float32(contract.pixel_scale) / std
+    shift = np.asarray(contract.mean, np.float32) / std
+    return scale.astype(np.float32), shift.astype(np.float32)
 
 
 def to_model_input(batch: np.ndarray, contract: ModelContract) -> np.ndarray:
-    """Resized uint8 (B, H, W, 3) RGB -> the graph's float32 NCHW input, normalised."""
-    std = np.asarray(contract.std, np.float32)
-    scale = (np.float32(contract.pixel_scale) / std).reshape(1, 3, 1, 1)
-    shift = (np.asarray(contract.mean, np.float32) / std).reshape(1, 3, 1, 1)
+    """Resized uint8 (B, H, W, 3) RGB -> the graph's float32 NCHW input, channels reordered, normalised."""
+    scale, shift = normalisation(contract)
+    pixels = batch.transpose(0, 3, 1, 2)
+    if contract.channel_order != "RGB":
+        pixels = pixels[:, channel_index(contract)]
     # (x * pixel_scale - mean) / std as one multiply into a preallocated NCHW array and one subtract:
     # 4x faster than astype + arithmetic + transpose + copy.
     out = np.empty((batch.shape[0], 3, *batch.shape[1:3]), np.float32)
-    np.multiply(batch.transpose(0, 3, 1, 2), scale, out=out, casting="unsafe")
-    out -= shift
+    np.multiply(pixels, scale.reshape(1, 3, 1, 1), out=out, casting="unsafe")
+    out -= shift.reshape(1, 3, 1, 1)
     return out
 
 
@@ -48,14 +74,21 @@ def sigmoid(logits: np.ndarray) -> np.ndarray:
     return (0.5 * (np.tanh(0.5 * logits) + 1.0)).astype(np.float32, copy=False)
 
 
+def to_probability(output: np.ndarray, output_meaning: str = "logits") -> np.ndarray:
+    """The model's raw output as a float32 probability map (sigmoid of logits, or as given)."""
+    if output_meaning == "logits":
+        return sigmoid(output)
+    return np.clip(output.astype(np.float32, copy=False), 0.0, 1.0)
+
+
 def postprocess(
-    logits: np.ndarray, size: tuple[int, int], threshold: float
+    output: np.ndarray, size: tuple[int, int], threshold: float, output_meaning: str = "logits"
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Model logits (h, w) -> probability map and binary mask at the image's ``size`` (height, width).
+    """Model output (h, w) -> probability map and binary mask at the image's ``size`` (height, width).
 
     The probabilities are resized back (bilinear), then thresholded: foreground where prob > threshold.
     """
-    prob = sigmoid(logits)
+    prob = to_probability(output, output_meaning)
     height, width = size
     if prob.shape != (height, width):
         prob = cv2.resize(prob, (width, height), interpolation=cv2.INTER_LINEAR)

@@ -11,7 +11,12 @@ import onnxruntime as ort
 
 from lvunet_runtime.contract import ModelContract
 from lvunet_runtime.errors import LVUNetRuntimeError, ModelError, ProviderError
-from lvunet_runtime.processing import keep_largest_region, postprocess, preprocess
+from lvunet_runtime.processing import (
+    keep_largest_region,
+    postprocess,
+    resize_input,
+    to_model_input,
+)
 
 MODELS_DIR = Path(__file__).parent / "models"
 DEFAULT_MODEL = "polyp"
@@ -102,8 +107,59 @@ class Prediction:
     mask: np.ndarray  # (H, W) bool
 
 
+@dataclass(frozen=True)
+class Prepared:
+    """One image ready for the model: resized to the input size, plus what finishing it needs."""
+
+    resized: np.ndarray  # (h, w, 3) uint8 RGB at the model's input size
+    size: tuple[int, int]  # the image's own (height, width)
+    image: np.ndarray | None = None  # the original RGB image, kept when asked (overlays)
+
+
+def _dims(node) -> list:
+    return list(node.shape) if isinstance(node.shape, list | tuple) else []
+
+
+def check_graph(session: ort.InferenceSession, contract: ModelContract, source: str) -> None:
+    """The contract must describe the graph: input/output names, channel count, spatial size.
+
+    Raises:
+        ModelError: naming what the metadata says and what the graph has.
+    """
+    inputs = {i.name: i for i in session.get_inputs()}
+    outputs = {o.name: o for o in session.get_outputs()}
+    if contract.input_name not in inputs:
+        raise ModelError(
+            f"{source}: metadata names input {contract.input_name!r}, the graph has {sorted(inputs)}"
+        )
+    if contract.output_name not in outputs:
+        raise ModelError(
+            f"{source}: metadata names output {contract.output_name!r}, the graph has {sorted(outputs)}"
+        )
+    graph_input, graph_output = inputs[contract.input_name], outputs[contract.output_name]
+    if graph_input.type != "tensor(float)":
+        raise ModelError(f"{source}: input {graph_input.name!r} is {graph_input.type}, expected tensor(float)")
+    expected = {"input": [3, contract.input_height, contract.input_width], "output": [1]}
+    for kind, node in (("input", graph_input), ("output", graph_output)):
+        dims = _dims(node)
+        if len(dims) != 4:
+            raise ModelError(f"{source}: {kind} {node.name!r} has shape {dims}, expected 4 dimensions (NCHW)")
+        for want, have in zip(expected[kind], dims[1:], strict=False):
+            if isinstance(have, int) and have != want:
+                raise ModelError(
+                    f"{source}: graph {kind} shape {dims} does not match the metadata "
+                    f"(channels and size {expected[kind]}); re-export the model"
+                )
+
+
 class Segmenter:
     """Runs an exported LV-UNet: everything it needs comes from the file's metadata.
+
+    A model is checked when it loads, before any image: the metadata contract is validated, compared with
+    the graph's input and output, and one probe run must give finite output of the right shape.
+    Work is split in three stages that a pipeline can run on different threads: :meth:`prepare`
+    (decode-side: resize), :meth:`run_prepared` (the model) and :meth:`finish` (probability, threshold,
+    resize back); :meth:`predict` chains them for one image.
 
     Args:
         model: bundled model name (default ``polyp``) or path to an ``.onnx`` file.
@@ -121,15 +177,26 @@ class Segmenter:
         threshold: float | None = None,
     ) -> None:
         self.path = resolve_model(model)
-        requested = resolve_providers(providers)
+        if threads is not None and threads < 1:
+            raise LVUNetRuntimeError(f"threads must be at least 1, not {threads}")
+        if threshold is not None and not 0.0 < float(threshold) < 1.0:
+            raise LVUNetRuntimeError(f"threshold must be between 0 and 1, not {threshold}")
+        self.session = self._open_session(resolve_providers(providers), threads, bool(providers))
+        metadata = self.session.get_modelmeta().custom_metadata_map
+        self.contract = ModelContract.from_metadata(metadata, source=str(self.path))
+        check_graph(self.session, self.contract, str(self.path))
+        self.threshold = self.contract.threshold if threshold is None else float(threshold)
+        self._probe()
+
+    def _open_session(
+        self, requested: list[str], threads: int | None, explicit: bool
+    ) -> ort.InferenceSession:
         options = ort.SessionOptions()
         options.log_severity_level = 3
         if threads is not None:
-            if threads < 1:
-                raise LVUNetRuntimeError(f"threads must be at least 1, not {threads}")
             options.intra_op_num_threads = threads
         try:
-            self.session = ort.InferenceSession(
+            session = ort.InferenceSession(
                 str(self.path),
                 options,
                 providers=requested,
@@ -138,27 +205,57 @@ class Segmenter:
         except Exception as exc:  # onnxruntime raises its own pybind types for bad files
             first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
             raise ModelError(f"{self.path}: not a loadable ONNX model ({first[:200]})") from None
-        metadata = self.session.get_modelmeta().custom_metadata_map
-        self.contract = ModelContract.from_metadata(metadata, source=str(self.path))
-        if providers:
-            missing = [p for p in requested if p not in self.session.get_providers()]
+        if explicit:
+            missing = [p for p in requested if p not in session.get_providers()]
             if missing:
                 raise ProviderError(f"ONNX Runtime could not start {missing}; it fell back to CPU")
-        self.threshold = self.contract.threshold if threshold is None else float(threshold)
-        if not 0.0 < self.threshold < 1.0:
-            raise LVUNetRuntimeError(f"threshold must be between 0 and 1, not {self.threshold}")
+        return session
+
+    def _probe(self) -> None:
+        """One run on a mid-grey image: the output must be finite and of the input's size."""
+        contract = self.contract
+        grey = np.full((1, contract.input_height, contract.input_width, 3), 128, np.uint8)
+        try:
+            output = self.session.run(
+                [contract.output_name], {contract.input_name: to_model_input(grey, contract)}
+            )[0]
+        except Exception as exc:  # onnxruntime's pybind errors: the graph cannot run as described
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise ModelError(f"{self.path}: the probe run failed ({first[:200]})") from None
+        expected = (1, 1, contract.input_height, contract.input_width)
+        if output.shape != expected:
+            raise ModelError(
+                f"{self.path}: the probe run gave output shape {list(output.shape)}, expected {list(expected)}"
+            )
+        if not np.isfinite(output).all():
+            raise ModelError(f"{self.path}: the probe run gave non-finite output (NaN or inf); the weights are broken")
 
     @property
     def active_providers(self) -> list[str]:
         """Providers ONNX Runtime actually uses for this session, in priority order."""
         return self.session.get_providers()
 
+    def prepare(self, image: np.ndarray, *, keep_image: bool = False) -> Prepared:
+        """Stage 1: an RGB uint8 (H, W, 3) image of any size, resized for the model."""
+        return Prepared(resize_input(image, self.contract), image.shape[:2], image if keep_image else None)
+
     def run(self, batch: np.ndarray) -> np.ndarray:
-        """Raw model call on a preprocessed batch; returns logits (B, H, W) at model size."""
+        """Raw model call on a normalised NCHW float32 batch; returns the output (B, h, w) at model size."""
         contract = self.contract
         if not contract.dynamic_batch and len(batch) != 1:
             return np.concatenate([self.run(batch[i : i + 1]) for i in range(len(batch))])
         return self.session.run([contract.output_name], {contract.input_name: batch})[0][:, 0]
+
+    def run_prepared(self, prepared: list[Prepared]) -> np.ndarray:
+        """Stage 2: normalise a list of prepared images into one batch and run the model."""
+        resized = [p.resized for p in prepared]
+        batch = resized[0][None] if len(resized) == 1 else np.stack(resized)
+        return self.run(to_model_input(batch, self.contract))
+
+    def finish(self, output: np.ndarray, size: tuple[int, int], *, keep_largest: bool = False) -> Prediction:
+        """Stage 3: one image's model output -> probability and mask at the image's ``size``."""
+        prob, mask = postprocess(output, size, self.threshold, self.contract.output_meaning)
+        return Prediction(prob, keep_largest_region(mask) if keep_largest else mask)
 
     def predict_batch(
         self, images: list[np.ndarray], *, keep_largest: bool = False
@@ -166,12 +263,12 @@ class Segmenter:
         """RGB uint8 images of any sizes -> predictions at each image's own size."""
         if not images:
             return []
-        logits = self.run(preprocess(images, self.contract))
-        results = []
-        for image, logit in zip(images, logits, strict=True):
-            prob, mask = postprocess(logit, image.shape[:2], self.threshold)
-            results.append(Prediction(prob, keep_largest_region(mask) if keep_largest else mask))
-        return results
+        prepared = [self.prepare(image) for image in images]
+        outputs = self.run_prepared(prepared)
+        return [
+            self.finish(output, p.size, keep_largest=keep_largest)
+            for p, output in zip(prepared, outputs, strict=True)
+        ]
 
     def predict(self, image: np.ndarray, *, keep_largest: bool = False) -> Prediction:
         """One RGB uint8 (H, W, 3) image of any size -> probability map and mask at (H, W)."""

@@ -1,4 +1,5 @@
-"""Segmentation metrics. Primary numbers are per-image means; pooled variants are for comparison.
+"""Segmentation metrics shared by training, lvunet-eval and the exporter. Primary numbers are
+per-image means; pooled variants are for comparison.
 
 Per image: IoU = |P & G| / |P | G| and Dice = 2|P & G| / (|P| + |G|); an image whose mask and prediction
 are both empty scores 1 (it was segmented correctly), one with an empty mask and a non-empty prediction

@@ -7,8 +7,14 @@ import pytest
 from lvunet_runtime.bench import parse_options, percentile
 from lvunet_runtime.errors import LVUNetRuntimeError
 
-from tests.conftest import DATA
-from tests.test_runtime_cli import _one_line, _run
+from lvunet_runtime.cli import bench_app
+from typer.testing import CliRunner
+
+from tests.helpers import DATA, assert_one_line_error
+
+
+def bench(*args):
+    return CliRunner().invoke(bench_app, [str(a) for a in args])
 
 
 def test_parse_options():
@@ -27,11 +33,11 @@ def test_percentile():
     )
 
 
-def test_report_schema_and_unavailable_provider(tmp_path, exported):
+def test_report_schema_and_unavailable_provider(tmp_path):
     report_path, table = tmp_path / "bench.json", tmp_path / "bench.md"
     args = [
         "--model",
-        exported[0],
+        "polyp",
         "--providers",
         "cpu,cuda",
         "--threads",
@@ -49,8 +55,8 @@ def test_report_schema_and_unavailable_provider(tmp_path, exported):
         "--end-to-end",
         DATA / "images",
     ]
-    result = _run("bench", args, None)
-    assert result.returncode == 0, result.stderr
+    result = bench(*args)
+    assert result.exit_code == 0, result.stderr
     report = json.loads(report_path.read_text())
     assert {
         "model",
@@ -87,10 +93,24 @@ def test_report_schema_and_unavailable_provider(tmp_path, exported):
     )
 
 
-def test_bench_errors(exported):
-    model = ["--model", exported[0]]
-    _one_line(_run("bench", [*model, "--threads", "two"], None), 1, "integers", "lvunet-bench")
-    _one_line(
-        _run("bench", [*model, "--image-size", "512"], None), 1, "takes 256x256", "lvunet-bench"
-    )
-    _one_line(_run("bench", ["--model", "nope.onnx"], None), 1, "not found", "lvunet-bench")
+def test_bench_errors():
+    for args, expected in (
+        (["--threads", "two"], "integers"),
+        (["--image-size", "512"], "takes 256x256"),
+        (["--model", "nope.onnx"], "not found"),
+        (["--runs", "0"], "--runs must be at least 1"),
+    ):
+        result = bench(*args)
+        assert_one_line_error(result.exit_code, result.stderr, expected, "lvunet-bench")
+
+
+def test_peak_memory_without_the_unix_resource_module(monkeypatch):
+    import sys
+
+    from lvunet_runtime import bench as bench_module
+
+    linux = bench_module.peak_rss_mb()
+    assert linux is None or 5 < linux < 100_000
+    monkeypatch.setitem(sys.modules, "resource", None)  # as on Windows
+    monkeypatch.setitem(sys.modules, "psutil", None)
+    assert bench_module.peak_rss_mb() is None

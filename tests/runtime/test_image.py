@@ -8,7 +8,7 @@ from lvunet_runtime.errors import ImageError
 from lvunet_runtime.image import load_image
 from PIL import Image
 
-from tests.conftest import DATA
+from tests.helpers import DATA
 
 SAMPLE = DATA / "images" / "kvasir-seg__cju2htabevq9108015qjei0x7.jpg"
 
@@ -61,5 +61,31 @@ def test_decompression_bomb_refused_before_decoding(tmp_path):
     buffer = io.BytesIO()
     Image.new("1", (20000, 20000)).save(buffer, "PNG")  # tiny file, 400 megapixels
     (tmp_path / "bomb.png").write_bytes(buffer.getvalue())
-    with pytest.raises(ImageError, match="400 megapixels"):
-        load_image(tmp_path / "bomb.png")
+    with pytest.raises(ImageError, match="400 megapixels|too large"):
+        load_image(tmp_path / "bomb.png")  # Pillow's own guard, untouched by importing us, or ours
+
+
+def test_importing_the_runtime_changes_no_process_state():
+    import os
+    import subprocess
+    import sys
+
+    code = (
+        "import os, cv2, onnxruntime; from PIL import Image;"  # their own import-time settings
+        "before = (Image.MAX_IMAGE_PIXELS, dict(os.environ));"
+        "import lvunet_runtime, lvunet_runtime.image, lvunet_runtime.infer, lvunet_runtime.session;"
+        "assert (Image.MAX_IMAGE_PIXELS, dict(os.environ)) == before, 'changed'"
+    )
+    env = {k: v for k, v in os.environ.items() if not k.startswith("OPENCV")}
+    result = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+
+
+@pytest.mark.skipif(not hasattr(__import__("os"), "mkfifo"), reason="no named pipes here")
+def test_fifo_is_refused_not_waited_on(tmp_path):
+    import os
+
+    fifo = tmp_path / "pipe.png"
+    os.mkfifo(fifo)
+    with pytest.raises(ImageError, match="not a regular file"):
+        load_image(fifo)

@@ -1,0 +1,103 @@
+"""One overlapped pipeline for folders, videos and the camera, built on ``Segmenter``'s three stages.
+
+Loader threads read and :meth:`~lvunet_runtime.session.Segmenter.prepare` items ahead (bounded), the
+calling thread only runs the model, writer threads :meth:`~lvunet_runtime.session.Segmenter.finish`
+them and do whatever the caller asks (write files, draw an overlay). Results come back in input order;
+queues hold a few items each, so memory stays flat however long the input.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Generic, TypeVar
+
+import numpy as np
+
+from lvunet_runtime.errors import LVUNetRuntimeError
+from lvunet_runtime.session import Prepared, Segmenter
+
+Item = TypeVar("Item")
+Result = TypeVar("Result")
+# Per-item faults that skip the item; anything else stops the run.
+ITEM_FAULTS = (LVUNetRuntimeError, OSError, ValueError)
+
+
+@dataclass
+class Outcome(Generic[Item, Result]):
+    """What became of one item: its result, or the error that skipped it."""
+
+    item: Item
+    result: Result | None = None
+    error: Exception | None = None
+
+
+def _failed(error: Exception) -> Future:
+    future: Future = Future()
+    future.set_exception(error)
+    return future
+
+
+def run_pipeline(
+    segmenter: Segmenter,
+    items: Iterable[Item],
+    load: Callable[[Item], Prepared],
+    finish: Callable[[Item, Prepared, np.ndarray], Result],
+    *,
+    workers: int = 1,
+    batch_size: int = 1,
+) -> Iterator[Outcome[Item, Result]]:
+    """Run ``items`` through load (threads) -> model (this thread) -> finish (threads), in order.
+
+    Args:
+        segmenter: the model.
+        items: anything ``load`` understands; iterated lazily on this thread (a video's frames).
+        load: item -> ``Prepared`` (decode + ``segmenter.prepare``); errors in ``ITEM_FAULTS`` skip it.
+        finish: (item, prepared, model output (h, w)) -> result; errors in ``ITEM_FAULTS`` skip it.
+        workers: loader threads and writer threads (each).
+        batch_size: images per model call.
+    """
+    batch_size, workers = max(1, batch_size), max(1, workers)
+    depth = batch_size + workers  # items loaded ahead, and finished behind
+    source = iter(items)
+    with ThreadPoolExecutor(workers) as loaders, ThreadPoolExecutor(workers) as writers:
+        loading: deque[tuple[Item, Future]] = deque()
+        finishing: deque[tuple[Item, Future]] = deque()
+
+        def refill() -> None:
+            while len(loading) < depth:
+                item = next(source, _END)
+                if item is _END:
+                    return
+                loading.append((item, loaders.submit(load, item)))
+
+        refill()
+        while loading:
+            batch: list[tuple[Item, Prepared]] = []
+            while loading and len(batch) < batch_size:
+                item, future = loading.popleft()
+                try:
+                    batch.append((item, future.result()))
+                except ITEM_FAULTS as exc:
+                    finishing.append((item, _failed(exc)))
+                refill()
+            if batch:
+                outputs = segmenter.run_prepared([prepared for _, prepared in batch])
+                for (item, prepared), output in zip(batch, outputs, strict=True):
+                    finishing.append((item, writers.submit(finish, item, prepared, output)))
+            while len(finishing) > depth:
+                yield _outcome(*finishing.popleft())
+        while finishing:
+            yield _outcome(*finishing.popleft())
+
+
+_END = object()
+
+
+def _outcome(item, future: Future) -> Outcome:
+    try:
+        return Outcome(item, result=future.result())
+    except ITEM_FAULTS as exc:
+        return Outcome(item, error=exc)

@@ -1,0 +1,147 @@
+"""Helpers shared by the test modules. Torch-free at import: the runtime's tests run without torch."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+ROOT = Path(__file__).resolve().parents[1]
+DATA = Path(__file__).parent / "data" / "sample"
+BUNDLED_MASKS = Path(__file__).parent / "data" / "bundled-masks"
+KVASIR_IMAGE = DATA / "images" / "kvasir-seg__cju2htabevq9108015qjei0x7.jpg"
+BUSI_IMAGE = DATA / "images" / "busi__benign_110.jpg"
+
+BLOCKER = textwrap.dedent(
+    """
+    import sys
+
+    class _Block:
+        BLOCKED = ("torch", "onnx", "onnxsim", "lvunet_edge", "lvunet_export")
+
+        def find_spec(self, name, path=None, target=None):
+            if name.split(".")[0] in self.BLOCKED:
+                raise ImportError(f"{name} is blocked: the runtime must not import it")
+            return None
+
+    sys.meta_path.insert(0, _Block())
+    """
+)
+
+
+def no_torch_env(folder: Path) -> dict[str, str]:
+    """Environment variables under which torch, onnx and the other stages cannot be imported."""
+    (folder / "sitecustomize.py").write_text(BLOCKER)
+    return {**os.environ, "PYTHONPATH": str(folder)}
+
+
+def run_entry(program: str, args: list, env: dict | None = None, cwd: Path | None = None):
+    """Run ``lvunet-<program>`` through its real entry point in a fresh interpreter."""
+    module, entry = {
+        "infer": ("lvunet_runtime.cli", "infer_main"),
+        "eval": ("lvunet_runtime.cli", "eval_main"),
+        "bench": ("lvunet_runtime.cli", "bench_main"),
+        "train": ("lvunet_edge.cli", "main"),
+        "export": ("lvunet_export.cli", "main"),
+    }[program]
+    code = (
+        f"import sys\nfrom {module} import {entry}\n"
+        f"sys.argv = ['lvunet-{program}', *{[str(a) for a in args]!r}]\n{entry}()"
+    )
+    return subprocess.run(
+        [sys.executable, "-c", code], env=env, cwd=cwd, capture_output=True, text=True, timeout=300
+    )
+
+
+def assert_one_line_error(code: int, stderr: str, expected: str, program: str, exit_code: int = 1):
+    """A refusal: the exit code, one line on stderr naming the program, no traceback."""
+    assert code == exit_code, stderr
+    assert "Traceback" not in stderr
+    lines = stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"{program}: error:"), stderr
+    assert expected in lines[0], lines[0]
+
+
+def write_pair(root: Path, stem: str, image: Image.Image, mask: Image.Image, ext=".png", mask_name=None):
+    """``root/images/<stem><ext>`` and ``root/masks/<mask_name or stem.png>``."""
+    (root / "images").mkdir(parents=True, exist_ok=True)
+    (root / "masks").mkdir(parents=True, exist_ok=True)
+    image.save(root / "images" / f"{stem}{ext}")
+    mask.save(root / "masks" / (mask_name or f"{stem}.png"))
+
+
+def box_mask(size=(40, 30), value=255) -> Image.Image:
+    """A mask with one rectangle of ``value``."""
+    array = np.zeros(size[::-1], np.uint8)
+    array[5:20, 10:30] = value
+    return Image.fromarray(array)
+
+
+def copy_pairs(prefix: str, folder: Path) -> Path:
+    """The sample pairs whose id starts with ``prefix``, as a dataset folder."""
+    import shutil
+
+    (folder / "images").mkdir(parents=True)
+    (folder / "masks").mkdir()
+    for path in (DATA / "images").glob(f"{prefix}*"):
+        shutil.copy(path, folder / "images")
+        shutil.copy(DATA / "masks" / f"{path.stem}.png", folder / "masks")
+    return folder
+
+
+def checksums(folder: Path) -> dict[str, str]:
+    """sha256 of every file under ``folder`` (to prove a run left the user's files alone)."""
+    return {
+        str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(folder.rglob("*"))
+        if p.is_file()
+    }
+
+
+def randomize_bn(model, seed: int = 0):
+    """Give every BatchNorm random affine parameters and running statistics (in place)."""
+    import torch
+    from torch import nn
+
+    generator = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for module in model.modules():
+            if isinstance(module, nn.BatchNorm2d):
+                n = module.num_features
+                module.weight.copy_(torch.rand(n, generator=generator) + 0.5)
+                module.bias.copy_(torch.randn(n, generator=generator) * 0.2)
+                module.running_mean.copy_(torch.randn(n, generator=generator) * 0.2)
+                module.running_var.copy_(torch.rand(n, generator=generator) + 0.5)
+    return model
+
+
+def edit_metadata(source: Path, target: Path, **changes) -> Path:
+    """A copy of an ONNX file with metadata keys replaced (value None removes the key). Needs onnx."""
+    import json
+
+    import onnx
+
+    model = onnx.load(str(source))
+    props = {p.key: p.value for p in model.metadata_props}
+    for key, value in changes.items():
+        full = f"lvunet.{key}"
+        if value is None:
+            props.pop(full, None)
+        else:
+            props[full] = value if isinstance(value, RawJSON) else json.dumps(value)
+    del model.metadata_props[:]
+    for key, value in props.items():
+        entry = model.metadata_props.add()
+        entry.key, entry.value = key, value
+    onnx.save(model, str(target))
+    return target
+
+
+class RawJSON(str):
+    """A metadata value written as is (to write malformed or string-typed values)."""

@@ -1,0 +1,92 @@
+"""The metadata contract: round trips, every field validated with a one-line message, versions."""
+
+import json
+
+import pytest
+from lvunet_runtime.contract import CONTRACT_VERSION, ModelContract
+from lvunet_runtime.errors import ModelError
+
+
+def _metadata(**changes) -> dict[str, str]:
+    metadata = ModelContract(training_size=(256, 256), test_metrics={"iou": 0.5}).to_metadata()
+    for key, value in changes.items():
+        if value is None:
+            metadata.pop(f"lvunet.{key}")
+        else:
+            metadata[f"lvunet.{key}"] = json.dumps(value)
+    return metadata
+
+
+def test_round_trips():
+    contract = ModelContract(
+        input_height=384, input_width=512, channel_order="BGR", mean=(0.5, 0.5, 0.5),
+        training_size=(256, 256), test_metrics={"iou": 0.7}, label="polyp",
+    )
+    assert ModelContract.from_metadata(contract.to_metadata()) == contract
+    assert ModelContract.from_dict(contract.to_dict()) == contract
+    json.dumps(contract.to_dict())  # plain data, fit for JSON and weights_only checkpoints
+    assert contract.input_size == (384, 512)
+
+
+def test_empty_optional_fields_are_left_out():
+    metadata = ModelContract().to_metadata()
+    assert "lvunet.test_metrics" not in metadata and "lvunet.training_size" not in metadata
+    assert ModelContract.from_metadata(metadata) == ModelContract()
+
+
+def test_version_1_files_still_load():
+    metadata = _metadata(contract_version="1", training_size=None, test_metrics=None)
+    contract = ModelContract.from_metadata(metadata)
+    assert contract.contract_version == "1" and contract.training_size is None
+    assert CONTRACT_VERSION == "2"
+
+
+@pytest.mark.parametrize(
+    ("changes", "message"),
+    [
+        ({"contract_version": "9"}, "contract '9'"),
+        ({"input_height": 100000}, "input_height must be a positive multiple of 128 up to 4096"),
+        ({"input_height": 0}, "input_height must be a positive multiple of 128"),
+        ({"input_width": 200}, "input_width must be a positive multiple of 128"),
+        ({"input_width": "256"}, "not '256'"),
+        ({"input_height": True}, "input_height"),
+        ({"std": [0, 0, 0]}, "std must be positive"),
+        ({"std": [0.2, 0.2]}, "std must be three numbers"),
+        ({"mean": [0.4, 0.4]}, "mean must be three numbers"),
+        ({"mean": ["0.4", 0.4, 0.4]}, "mean must be three numbers"),
+        ({"resize_interpolation": "lanczos9"}, "resize_interpolation must be one of"),
+        ({"channel_order": "GBR"}, "channel_order must be one of"),
+        ({"output_meaning": "energy"}, "output_meaning must be one of"),
+        ({"threshold": 1.5}, "threshold must be a number strictly between 0 and 1"),
+        ({"threshold": "0.5"}, "threshold must be a number"),
+        ({"pixel_scale": -1}, "pixel_scale must be a positive number"),
+        ({"input_layout": "uint8-nhwc"}, "input_layout 'uint8-nhwc' is not supported"),
+        ({"input_name": ""}, "input_name must be a non-empty string"),
+        ({"dynamic_batch": "yes"}, "dynamic_batch must be true or false"),
+        ({"training_size": [128]}, "training_size must be two positive integers"),
+        ({"model_config": [1, 2]}, "model_config must be a mapping"),
+        ({"precision": "fp8"}, "precision must be one of"),
+        ({"output_name": None}, "missing ['output_name']"),
+    ],
+)
+def test_invalid_fields_are_one_line_model_errors(changes, message):
+    with pytest.raises(ModelError) as info:
+        ModelContract.from_metadata(_metadata(**changes), source="m.onnx")
+    text = str(info.value)
+    assert message in text and "\n" not in text and text.startswith("m.onnx")
+
+
+def test_malformed_json_and_missing_contract():
+    metadata = _metadata()
+    metadata["lvunet.mean"] = "[0.4, 0.4"
+    with pytest.raises(ModelError, match="lvunet.mean is not JSON"):
+        ModelContract.from_metadata(metadata)
+    with pytest.raises(ModelError, match="lacks the LV-UNet metadata contract"):
+        ModelContract.from_metadata({"producer": "someone"})
+
+
+def test_construction_validates_too():
+    with pytest.raises(ModelError, match="std must be positive"):
+        ModelContract(std=(0.2, 0.0, 0.2))
+    with pytest.raises(ModelError, match="unknown model contract field"):
+        ModelContract.from_dict({**ModelContract().to_dict(), "colour": "red"})

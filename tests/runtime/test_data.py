@@ -1,0 +1,99 @@
+"""Image/mask pairing, mask binarisation, split files and extensions: the one copy every stage uses."""
+
+import numpy as np
+import pytest
+from lvunet_runtime.data import IMAGE_SUFFIXES, find_pairs, read_id_list, read_mask
+from lvunet_runtime.errors import DataError, ImageError
+from lvunet_runtime.metrics import confusion_counts, per_image_scores, summarize
+from PIL import Image
+
+from tests.helpers import box_mask, write_pair
+
+
+def test_mask_name_variants_and_formats(tmp_path):
+    rgb = Image.new("RGB", (40, 30), (10, 20, 30))
+    write_pair(tmp_path, "a", rgb, box_mask(), ".jpg")
+    write_pair(tmp_path, "b", rgb, box_mask(), ".tif", "b_mask.png")
+    write_pair(tmp_path, "c", rgb, box_mask(), ".bmp", "c_segmentation.png")
+    write_pair(tmp_path, "d", rgb, box_mask(), ".webp")
+    assert [p.id for p in find_pairs(tmp_path)] == ["a", "b", "c", "d"]
+    assert ".webp" in IMAGE_SUFFIXES and ".gif" in IMAGE_SUFFIXES
+
+
+def test_unpaired_files_are_listed_together(tmp_path):
+    rgb = Image.new("RGB", (40, 30))
+    write_pair(tmp_path, "a", rgb, box_mask())
+    rgb.save(tmp_path / "images" / "lonely.png")
+    box_mask().save(tmp_path / "masks" / "orphan.png")
+    with pytest.raises(DataError) as info:
+        find_pairs(tmp_path)
+    first = str(info.value).splitlines()[0]
+    assert "image without mask: lonely.png" in first and "mask without image: orphan.png" in first
+
+
+def test_ids_select_pairs_and_must_all_exist(tmp_path):
+    rgb = Image.new("RGB", (40, 30))
+    write_pair(tmp_path, "a", rgb, box_mask())
+    write_pair(tmp_path, "b", rgb, box_mask())
+    rgb.save(tmp_path / "images" / "unpaired.png")  # not asked for: ignored
+    assert [p.id for p in find_pairs(tmp_path, ["b", "b"])] == ["b"]
+    with pytest.raises(DataError, match="id without an image: zz"):
+        find_pairs(tmp_path, ["a", "zz"])
+    with pytest.raises(DataError, match="image without mask: unpaired.png"):
+        find_pairs(tmp_path, ["unpaired"])
+
+
+def test_missing_and_empty_folders(tmp_path):
+    with pytest.raises(DataError, match="images/ and masks/"):
+        find_pairs(tmp_path)
+    (tmp_path / "images").mkdir()
+    (tmp_path / "masks").mkdir()
+    with pytest.raises(DataError, match="no images"):
+        find_pairs(tmp_path)
+
+
+def test_masks_binarised_by_their_range(tmp_path):
+    cases = {
+        "zero_one.png": (box_mask(value=1), ">0"),
+        "eight_bit.png": (box_mask(value=200), ">127"),
+        "sixteen.png": (Image.fromarray(np.asarray(box_mask(value=1)).astype(np.uint16) * 60000), ">32767"),
+        "one_bit.png": (box_mask().convert("1"), ">127"),
+    }
+    for name, (image, rule) in cases.items():
+        image.save(tmp_path / name)
+        mask, found = read_mask(tmp_path / name)
+        assert found == rule and mask.dtype == bool and mask.sum() == 15 * 20, name
+    (tmp_path / "junk.png").write_text("junk")
+    with pytest.raises(ImageError, match="unreadable mask"):
+        read_mask(tmp_path / "junk.png")
+
+
+def test_split_files_skip_comments_and_blanks(tmp_path):
+    (tmp_path / "ids.txt").write_text("# PraNet test ids\nx1\n\n  x2  \n# end\n")
+    assert read_id_list(tmp_path / "ids.txt") == ["x1", "x2"]
+    with pytest.raises(DataError, match="not found"):
+        read_id_list(tmp_path / "none.txt")
+    (tmp_path / "empty.txt").write_text("# nothing\n")
+    with pytest.raises(DataError, match="lists no ids"):
+        read_id_list(tmp_path / "empty.txt")
+    (tmp_path / "binary.txt").write_bytes(b"\xff\xfe\x00\x81")
+    with pytest.raises(DataError, match="not readable text"):
+        read_id_list(tmp_path / "binary.txt")
+
+
+def test_metrics_on_hand_made_masks():
+    target = np.zeros((3, 4, 4), bool)
+    pred = np.zeros((3, 4, 4), bool)
+    target[0, :2] = True  # 8 pixels
+    pred[0, :1] = True  # 4 pixels, all inside
+    pred[1, 0, 0] = True  # empty target, one false positive
+    counts = confusion_counts(pred, target)
+    assert counts[0].tolist() == [4, 0, 4, 8]
+    iou, dice = per_image_scores(counts)
+    assert iou.tolist() == [0.5, 0.0, 1.0]
+    assert dice[0] == pytest.approx(2 / 3)
+    summary = summarize(counts, batch_size=2)
+    assert summary["iou"] == pytest.approx(0.5)
+    assert summary["dataset_iou"] == pytest.approx(4 / 9)
+    assert summary["precision"] == pytest.approx(0.8) and summary["recall"] == 0.5
+    assert summary["batch_pooled_iou"] == pytest.approx((4 / 9 + 1.0) / 2)
