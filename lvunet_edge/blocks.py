@@ -28,7 +28,7 @@ def require_slope_one(slope: float | None, what: str = "the model") -> None:
     if slope != 1.0:
         shown = "missing" if slope is None else f"{slope:.6g}"
         raise FusionError(
-            f"cannot fuse: the LeakyReLU slope of {what} is {shown}, not 1.0, so it is still non-linear "
+            f"cannot fuse {what}: the LeakyReLU slope is {shown}, not 1.0, so it is still non-linear "
             "and fusing would change its outputs. Use a checkpoint from the end of deep training "
             "(best.pt is chosen among slope-1 epochs; the schedule reaches exactly 1.0 at --deep-epochs), "
             "or set_act_slope(model, 1.0) and fine-tune before fusing."

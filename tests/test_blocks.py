@@ -6,7 +6,7 @@ from torch import nn
 
 from lvunet_edge.blocks import FusibleBlock, SeriesActivation
 from lvunet_edge.errors import FusionError
-from tests.conftest import randomize_bn
+from tests.helpers import randomize_bn
 
 
 @pytest.mark.parametrize("resample", ["down", "up"])

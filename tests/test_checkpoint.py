@@ -12,7 +12,7 @@ from lvunet_edge import (
     save_checkpoint,
     set_act_slope,
 )
-from tests.conftest import randomize_bn
+from tests.helpers import randomize_bn
 
 
 @pytest.mark.parametrize("fused", [False, True])

@@ -11,7 +11,7 @@ from lvunet_export.export import ExportError, export_onnx
 from lvunet_runtime.contract import ModelContract
 
 from lvunet_edge import build_model, reparameterize_model, save_checkpoint, set_act_slope
-from tests.conftest import DATA, randomize_bn
+from tests.helpers import DATA, randomize_bn
 
 
 def test_fused_graph_structure_and_size(exported):
@@ -122,7 +122,7 @@ def test_cli_error_paths(tmp_path, random_checkpoint):
     set_act_slope(model, 0.5)
     half = tmp_path / "half.pt"
     save_checkpoint(half, model)
-    _one_line_error(_cli("--ckpt", half, "--out", out), "slope 0.5")
+    _one_line_error(_cli("--ckpt", half, "--out", out), "slope is 0.5, not 1.0")
     set_act_slope(model, 1.0)
     fused = tmp_path / "fused.pt"
     save_checkpoint(fused, reparameterize_model(randomize_bn(model)))

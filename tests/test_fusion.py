@@ -5,7 +5,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from lvunet_edge.fusion import compose_1x1, fuse_conv_bn
-from tests.conftest import randomize_bn
+from tests.helpers import randomize_bn
 
 
 def _bn(channels: int, eps: float = 1e-6) -> nn.BatchNorm2d:

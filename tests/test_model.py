@@ -16,7 +16,7 @@ from lvunet_edge import (
     reparameterize_model,
     set_act_slope,
 )
-from tests.conftest import randomize_bn
+from tests.helpers import randomize_bn
 
 ABLATIONS = [
     LVUNetConfig(),

@@ -10,28 +10,20 @@ from pathlib import Path
 import pytest
 import torch
 
+from lvunet_runtime.contract import ModelContract
+from lvunet_runtime.data import find_pairs
+from lvunet_runtime.metrics import confusion_counts, summarize
+
 from lvunet_edge import load_checkpoint
-from lvunet_edge.data import find_pairs, load_dataset
-from lvunet_edge.metrics import confusion_counts, summarize
-from lvunet_edge.train import TrainConfig, predict_logits, train
-from tests.conftest import DATA
-
-ROOT = Path(__file__).resolve().parents[1]
-
-
-def _config(out, **overrides):
-    # 6 epochs x 4 steps at lr 3e-3: enough steps for the loss to fall clearly (about 6%), still ~2 s.
-    values = dict(
-        data=str(DATA), out=str(out), image_size=128, epochs=6, batch_size=2, lr=3e-3, workers=2
-    )
-    return TrainConfig(**{**values, **overrides})
+from lvunet_edge.data import load_dataset
+from lvunet_edge.train import predict_logits, train
+from tests.conftest import train_config as _config
+from tests.helpers import DATA, ROOT
 
 
 @pytest.fixture(scope="module")
-def finished_run(tmp_path_factory):
-    out = tmp_path_factory.mktemp("run")
-    metrics = train(_config(out), progress=False)
-    return out, metrics
+def finished_run(trained_run):
+    return trained_run
 
 
 def _log(run_dir):
@@ -59,9 +51,11 @@ def test_metrics_trained_equals_fused_and_reload_reproduces_them(finished_run):
         assert abs(saved["trained"][key] - saved["fused"][key]) <= 0.001
     assert saved["max_abs_logit_diff"] < 1e-3
     split = json.loads((run_dir / "split.json").read_text())
-    model, _ = load_checkpoint(run_dir / "best.pt")
-    dataset = load_dataset(find_pairs(DATA), 128).subset(split["test"])
-    logits = predict_logits(model, dataset.images, torch.device("cpu"))
+    model, info = load_checkpoint(run_dir / "best.pt")
+    contract = ModelContract.from_dict(info["contract"])
+    assert contract.input_size == contract.training_size == (128, 128)
+    dataset = load_dataset(find_pairs(DATA), contract).subset(split["test"])
+    logits = predict_logits(model, dataset.images, torch.device("cpu"), contract)
     assert summarize(confusion_counts(logits > 0, dataset.masks)) == saved["trained"]
 
 
@@ -105,6 +99,17 @@ def test_cli_errors_are_one_line(tmp_path):
     assert (taken / "last.pt").read_bytes() == b"a previous run"
     result = _cli("--data", str(DATA), "--image-size", "100", "--out", str(tmp_path / "o"))
     assert result.returncode == 1 and "multiple of 128" in result.stderr
+    for args, expected in (
+        (["--batch-size", "0"], "batch-size must be at least 1"),
+        (["--image-size", "0"], "positive multiple of 128"),
+        (["--lr", "-1"], "lr must be positive"),
+        (["--image-size", "128", "--batch-size", "1"], "use --batch-size 2 or more"),
+    ):
+        result = _cli("--data", str(DATA), "--out", str(tmp_path / "o"), *args)
+        assert result.returncode == 1 and expected in result.stderr, (args, result.stderr)
+        assert len(result.stderr.strip().splitlines()) == 1
+    result = _cli("--resume", str(tmp_path / "nothing"))
+    assert result.returncode == 1 and "holds no run to resume" in result.stderr
     empty = tmp_path / "empty"
     (empty / "images").mkdir(parents=True)
     (empty / "masks").mkdir()

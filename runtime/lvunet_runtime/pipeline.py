@@ -75,18 +75,21 @@ def run_pipeline(
 
         refill()
         while loading:
-            batch: list[tuple[Item, Prepared]] = []
-            while loading and len(batch) < batch_size:
+            taken: list[tuple[Item, Prepared | Exception]] = []
+            while loading and sum(not isinstance(p, Exception) for _, p in taken) < batch_size:
                 item, future = loading.popleft()
                 try:
-                    batch.append((item, future.result()))
+                    taken.append((item, future.result()))
                 except ITEM_FAULTS as exc:
-                    finishing.append((item, _failed(exc)))
+                    taken.append((item, exc))
                 refill()
-            if batch:
-                outputs = segmenter.run_prepared([prepared for _, prepared in batch])
-                for (item, prepared), output in zip(batch, outputs, strict=True):
-                    finishing.append((item, writers.submit(finish, item, prepared, output)))
+            ready = [p for _, p in taken if not isinstance(p, Exception)]
+            outputs = iter(segmenter.run_prepared(ready) if ready else [])
+            for item, prepared in taken:  # in input order, failures included
+                if isinstance(prepared, Exception):
+                    finishing.append((item, _failed(prepared)))
+                else:
+                    finishing.append((item, writers.submit(finish, item, prepared, next(outputs))))
             while len(finishing) > depth:
                 yield _outcome(*finishing.popleft())
         while finishing:

@@ -1,0 +1,78 @@
+"""Move the bundled models' metadata to contract version 2 and measure their accuracy on the file itself.
+
+    python benchmarks/migrate_bundled_models.py --shared ../shared/data
+
+The graphs are untouched (their masks on the samples are checked by tests/runtime/test_session.py); only
+the metadata changes: ``contract_version`` 2, ``training_size`` 256x256 (both trained at 256, see
+benchmarks/results/gpu-h200-2026-11-26/session2-*/train.log), and ``test_metrics`` replaced by the
+numbers of the written file through lvunet_runtime on the run's recorded test split, each image at its
+own size (the v1 files carried the checkpoint's torch numbers at 256x256, copied).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import tempfile
+from dataclasses import replace
+from pathlib import Path
+
+import onnx
+from lvunet_runtime.contract import CONTRACT_VERSION
+from lvunet_runtime.data import find_pairs
+from lvunet_runtime.evaluate import evaluate
+from lvunet_runtime.session import MODELS_DIR, Segmenter
+
+from lvunet_export.export import ACCURACY_KEYS, embed_contract
+
+RUNS = Path(__file__).parent / "results" / "gpu-h200-2026-11-26"
+MODELS = {  # bundled name: (run with its split.json, datasets it trained on)
+    "polyp": ("session2-polyp", ("kvasir-seg", "cvc-clinicdb")),
+    "breast-ultrasound": ("session2-busi", ("busi",)),
+}
+
+
+def combined(shared: Path, datasets: tuple[str, ...], scratch: Path) -> Path:
+    """One images/ + masks/ folder of symlinks over the datasets (their ids do not collide)."""
+    if len(datasets) == 1:
+        return shared / datasets[0]
+    for part in ("images", "masks"):
+        (scratch / part).mkdir(parents=True)
+        for name in datasets:
+            for path in (shared / name / part).iterdir():
+                os.symlink(path.resolve(), scratch / part / path.name)
+    return scratch
+
+
+def migrate(name: str, shared: Path) -> dict:
+    run, datasets = MODELS[name]
+    split = json.loads((RUNS / run / "split.json").read_text())
+    path = MODELS_DIR / f"{name}.onnx"
+    old = Segmenter(path).contract
+    contract = replace(old, contract_version=CONTRACT_VERSION, training_size=(256, 256), test_metrics={})
+    with tempfile.TemporaryDirectory() as scratch:
+        data = combined(shared, datasets, Path(scratch) / "data")
+        tmp = Path(scratch) / "model.onnx"
+        embed_contract(onnx.load(str(path)), contract, tmp)
+        result = evaluate(Segmenter(tmp, providers=["cpu"]), find_pairs(data, split["test"]))
+        metrics = {k: result[k] for k in ACCURACY_KEYS}
+        metrics.update(
+            measured_on="this file, through lvunet_runtime on CPU, each image at its own size",
+            data=" + ".join(datasets),
+            split=contract.split,
+        )
+        embed_contract(onnx.load(str(tmp)), replace(contract, test_metrics=metrics), path)
+    return metrics
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--shared", type=Path, default=Path("../shared/data"))
+    args = parser.parse_args()
+    for name in MODELS:
+        print(name, json.dumps(migrate(name, args.shared)))
+
+
+if __name__ == "__main__":
+    main()
