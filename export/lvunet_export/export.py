@@ -31,6 +31,7 @@ from lvunet_runtime.data import find_pairs, is_image_file
 from lvunet_runtime.errors import LVUNetRuntimeError
 from lvunet_runtime.evaluate import evaluate
 from lvunet_runtime.image import load_image
+from lvunet_runtime.metrics import confusion_counts, per_image_scores
 from lvunet_runtime.processing import resize_input, to_model_input
 from lvunet_runtime.session import Segmenter
 
@@ -345,9 +346,7 @@ def check_runtime_parity(
     report.ort_vs_torch_max_abs = float(np.abs(ort_logits - fused_logits).max())
     ort_masks, torch_masks = ort_logits > 0, fused_logits > 0
     report.mask_agreement = float((ort_masks == torch_masks).mean())
-    report.dice_vs_fp32 = float(
-        np.mean([_dice(a, b) for a, b in zip(ort_masks[real], torch_masks[real], strict=True)])
-    )
+    report.dice_vs_fp32 = float(per_image_scores(confusion_counts(ort_masks[real], torch_masks[real]))[1].mean())
     report.steps.append(
         f"ONNX Runtime vs torch: {report.ort_vs_torch_max_abs:.2e} max |logit diff|, "
         f"{report.mask_agreement:.6f} pixel agreement, mask Dice {report.dice_vs_fp32:.4f} on real images"
@@ -444,12 +443,6 @@ def _verify_batch(folder: Path | None, contract: ModelContract, limit: int = 16)
         return np.stack([resize_input(load_image(p)[0], contract) for p in paths])
     except LVUNetRuntimeError as exc:
         raise ExportError(f"verification image unusable: {exc}") from None
-
-
-def _dice(a: np.ndarray, b: np.ndarray) -> float:
-    inter = np.count_nonzero(a & b)
-    total = np.count_nonzero(a) + np.count_nonzero(b)
-    return 1.0 if total == 0 else 2 * inter / total
 
 
 def _constants_to_initializers(model: onnx.ModelProto) -> onnx.ModelProto:

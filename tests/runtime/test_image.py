@@ -89,3 +89,14 @@ def test_fifo_is_refused_not_waited_on(tmp_path):
     os.mkfifo(fifo)
     with pytest.raises(ImageError, match="not a regular file"):
         load_image(fifo)
+
+
+def test_runtime_only_environment_really_lacks_torch():
+    """Under `make test-runtime` these tests run where torch and onnx are not installed at all."""
+    import importlib.util
+    import os
+
+    if os.environ.get("LVUNET_RUNTIME_ONLY") != "1":
+        pytest.skip("full environment")
+    for name in ("torch", "onnx", "onnxsim"):
+        assert importlib.util.find_spec(name) is None, name
