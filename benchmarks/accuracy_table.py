@@ -15,12 +15,11 @@ import platform
 from pathlib import Path
 
 import torch
-
 from lvunet_runtime.contract import ModelContract
 from lvunet_runtime.data import find_pairs
 
 from lvunet_edge.data import load_dataset
-from lvunet_edge.train import evaluate_trained_and_fused, training_contract, TrainConfig
+from lvunet_edge.train import TrainConfig, evaluate_trained_and_fused, training_contract
 
 # Paper Table I (ImageNet-pretrained encoder, 300 epochs, IoU/Dice pooled per batch of 8)
 PAPER = {"kvasir-seg": (0.8069, 0.8917), "cvc-clinicdb": (0.8514, 0.9183), "busi": (0.6489, 0.7785)}
@@ -50,7 +49,9 @@ def main() -> None:
             else training_contract(TrainConfig.from_dict(config))
         )
         dataset = load_dataset(find_pairs(data_dir), contract).subset(split["test"])
-        metrics = evaluate_trained_and_fused(run_dir / "best.pt", dataset, torch.device("cpu"), contract)
+        metrics = evaluate_trained_and_fused(
+            run_dir / "best.pt", dataset, torch.device("cpu"), contract
+        )
         details[name] = {"split": split["source"], "epochs": len(log), **metrics}
         base = name.split(" ")[0]
         paper = PAPER.get(base, (None, None))

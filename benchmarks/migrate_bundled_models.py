@@ -19,12 +19,11 @@ from dataclasses import replace
 from pathlib import Path
 
 import onnx
+from lvunet_export.export import ACCURACY_KEYS, embed_contract
 from lvunet_runtime.contract import CONTRACT_VERSION
 from lvunet_runtime.data import find_pairs
 from lvunet_runtime.evaluate import evaluate
 from lvunet_runtime.session import MODELS_DIR, Segmenter
-
-from lvunet_export.export import ACCURACY_KEYS, embed_contract
 
 RUNS = Path(__file__).parent / "results" / "gpu-h200-2026-11-26"
 MODELS = {  # bundled name: (run with its split.json, datasets it trained on)
@@ -50,7 +49,9 @@ def migrate(name: str, shared: Path) -> dict:
     split = json.loads((RUNS / run / "split.json").read_text())
     path = MODELS_DIR / f"{name}.onnx"
     old = Segmenter(path).contract
-    contract = replace(old, contract_version=CONTRACT_VERSION, training_size=(256, 256), test_metrics={})
+    contract = replace(
+        old, contract_version=CONTRACT_VERSION, training_size=(256, 256), test_metrics={}
+    )
     with tempfile.TemporaryDirectory() as scratch:
         data = combined(shared, datasets, Path(scratch) / "data")
         tmp = Path(scratch) / "model.onnx"

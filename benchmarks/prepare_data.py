@@ -14,7 +14,6 @@ from pathlib import Path
 
 import cv2
 import numpy as np
-
 from lvunet_runtime.data import find_pairs, read_mask
 from lvunet_runtime.image import load_image
 
@@ -34,7 +33,10 @@ def main() -> None:
         for pair in find_pairs(args.shared / name):
             rgb = cv2.resize(load_image(pair.image)[0], (SIZE, SIZE), interpolation=cv2.INTER_AREA)
             mask, _ = read_mask(pair.mask)
-            mask = cv2.resize(mask.astype(np.uint8) * 255, (SIZE, SIZE), interpolation=cv2.INTER_AREA) > 127
+            mask = (
+                cv2.resize(mask.astype(np.uint8) * 255, (SIZE, SIZE), interpolation=cv2.INTER_AREA)
+                > 127
+            )
             cv2.imwrite(
                 str(out / "images" / f"{pair.id}.jpg"),
                 rgb[..., ::-1],

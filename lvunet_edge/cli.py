@@ -7,7 +7,6 @@ import sys
 from pathlib import Path
 
 import typer
-
 from lvunet_runtime.errors import LVUNetRuntimeError
 
 app = typer.Typer(add_completion=False, help="Train LV-UNet on a folder of images and masks.")

@@ -71,11 +71,17 @@ class TrainConfig:
     def __post_init__(self) -> None:
         for name in ("batch_size", "workers"):
             if getattr(self, name) < 1:
-                raise LVUNetError(f"{name.replace('_', '-')} must be at least 1, not {getattr(self, name)}")
+                raise LVUNetError(
+                    f"{name.replace('_', '-')} must be at least 1, not {getattr(self, name)}"
+                )
         if not (self.lr > 0 and self.min_lr >= 0):
-            raise LVUNetError(f"lr must be positive and min-lr non-negative, not {self.lr} / {self.min_lr}")
+            raise LVUNetError(
+                f"lr must be positive and min-lr non-negative, not {self.lr} / {self.min_lr}"
+            )
         if self.image_size < 128:
-            raise LVUNetError(f"image_size must be a positive multiple of 128, not {self.image_size}")
+            raise LVUNetError(
+                f"image_size must be a positive multiple of 128, not {self.image_size}"
+            )
         if self.image_size == 128 and self.batch_size == 1:
             raise LVUNetError(
                 "batch-size 1 at image-size 128 leaves BatchNorm one value per channel at the 1x1 "
@@ -251,7 +257,9 @@ def train(
     run = start_run(config, state)
     load_data(run, state)
     build_training(run, state)
-    end_epoch = config.epochs if stop_after is None else min(config.epochs, run.start_epoch + stop_after)
+    end_epoch = (
+        config.epochs if stop_after is None else min(config.epochs, run.start_epoch + stop_after)
+    )
     for epoch in range(run.start_epoch, end_epoch):
         started = time.perf_counter()
         stats = train_epoch(run, epoch, progress)
@@ -279,7 +287,16 @@ def read_resume_state(resume: str | Path) -> dict[str, Any]:
     if not last.is_file():
         raise CheckpointError(f"{resume} holds no run to resume (no last.pt)")
     state = read_checkpoint(last)
-    needed = ("train_config", "split", "epoch", "best", "optimizer", "scheduler", "generator", "torch_rng")
+    needed = (
+        "train_config",
+        "split",
+        "epoch",
+        "best",
+        "optimizer",
+        "scheduler",
+        "generator",
+        "torch_rng",
+    )
     missing = [k for k in needed if k not in state]
     if missing:
         raise CheckpointError(
@@ -291,7 +308,8 @@ def read_resume_state(resume: str | Path) -> dict[str, Any]:
 def start_run(config: TrainConfig, state: dict[str, Any] | None) -> Run:
     """Device, distributed group, run folder and the contract (the recorded one when resuming)."""
     rank, local_rank, world = (
-        int(os.environ.get(k, d)) for k, d in (("RANK", "0"), ("LOCAL_RANK", "0"), ("WORLD_SIZE", "1"))
+        int(os.environ.get(k, d))
+        for k, d in (("RANK", "0"), ("LOCAL_RANK", "0"), ("WORLD_SIZE", "1"))
     )
     device = resolve_device(config.device)
     if world > 1:
@@ -483,8 +501,12 @@ def final_test(run: Run) -> dict:
     """The best fusible checkpoint on the test split, trained and fused; ``metrics.json`` and best.pt."""
     test_set = run.sets["test"]
     if not (run.run_dir / "best.pt").is_file():
-        raise LVUNetError(f"no epoch trained fully at slope 1, so {run.run_dir} has no best.pt to test")
-    metrics = evaluate_trained_and_fused(run.run_dir / "best.pt", test_set, run.device, run.contract)
+        raise LVUNetError(
+            f"no epoch trained fully at slope 1, so {run.run_dir} has no best.pt to test"
+        )
+    metrics = evaluate_trained_and_fused(
+        run.run_dir / "best.pt", test_set, run.device, run.contract
+    )
     metrics["best_epoch"] = run.best["epoch"]
     metrics["epochs"] = run.config.epochs
     metrics["deep_epochs"] = run.config.effective_deep_epochs

@@ -68,7 +68,9 @@ def assert_one_line_error(code: int, stderr: str, expected: str, program: str, e
     assert expected in lines[0], lines[0]
 
 
-def write_pair(root: Path, stem: str, image: Image.Image, mask: Image.Image, ext=".png", mask_name=None):
+def write_pair(
+    root: Path, stem: str, image: Image.Image, mask: Image.Image, ext=".png", mask_name=None
+):
     """``root/images/<stem><ext>`` and ``root/masks/<mask_name or stem.png>``."""
     (root / "images").mkdir(parents=True, exist_ok=True)
     (root / "masks").mkdir(parents=True, exist_ok=True)

@@ -9,6 +9,7 @@ import numpy as np
 import onnx
 import pytest
 import torch
+from lvunet_export.export import ExportError, export_onnx
 from lvunet_runtime import Segmenter, load_image
 from lvunet_runtime.cli import infer_app
 from lvunet_runtime.contract import ModelContract
@@ -19,7 +20,6 @@ from onnx import helper
 from typer.testing import CliRunner
 
 from lvunet_edge.data import load_dataset, to_input
-from lvunet_export.export import ExportError, export_onnx
 from tests.helpers import (
     BUSI_IMAGE,
     DATA,
@@ -56,8 +56,13 @@ def _training_input(contract: ModelContract, path, folder) -> np.ndarray:
     "changes",
     [
         {},
-        {"mean": [0.5, 0.4, 0.3], "std": [0.25, 0.5, 0.125], "channel_order": "BGR",
-         "resize_interpolation": "linear", "pixel_scale": 0.01},
+        {
+            "mean": [0.5, 0.4, 0.3],
+            "std": [0.25, 0.5, 0.125],
+            "channel_order": "BGR",
+            "resize_interpolation": "linear",
+            "pixel_scale": 0.01,
+        },
     ],
 )
 def test_training_input_equals_runtime_input(tmp_path, changes):
@@ -101,7 +106,8 @@ def test_checkpoint_records_its_contract_and_export_follows_it(trained_run, tmp_
 
     (tmp_path / "ids.txt").write_text("\n".join(split["test"]) + "\n")
     result = CliRunner().invoke(
-        eval_app, ["--model", str(out), "--data", str(DATA), "--split-file", str(tmp_path / "ids.txt")]
+        eval_app,
+        ["--model", str(out), "--data", str(DATA), "--split-file", str(tmp_path / "ids.txt")],
     )
     assert result.exit_code == 0 and f"IoU {contract.test_metrics['iou']:.4f}" in result.stdout
 
@@ -139,9 +145,14 @@ def test_accuracy_needs_the_data(trained_run, tmp_path):
     report = export_onnx(moved, tmp_path / "a.onnx", simplify=False)
     assert any("pass --data DIR" in note for note in report.notes)
     keys = {p.key for p in onnx.load(str(tmp_path / "a.onnx")).metadata_props}
-    assert "lvunet.test_metrics" not in keys and Segmenter(tmp_path / "a.onnx").contract.test_metrics == {}
+    assert (
+        "lvunet.test_metrics" not in keys
+        and Segmenter(tmp_path / "a.onnx").contract.test_metrics == {}
+    )
     report = export_onnx(moved, tmp_path / "b.onnx", simplify=False, data=DATA)
-    assert report.test_metrics["images"] == len(json.loads((run_dir / "split.json").read_text())["test"])
+    assert report.test_metrics["images"] == len(
+        json.loads((run_dir / "split.json").read_text())["test"]
+    )
 
 
 def _with_nodes(target, before=None, after=None, **metadata):
@@ -161,7 +172,9 @@ def _with_nodes(target, before=None, after=None, **metadata):
 def test_bgr_and_probability_files_run_correctly(tmp_path):
     reorder = helper.make_node("Gather", ["raw", "bgr_index"], ["image"], axis=1)
     model = onnx.load(str(POLYP))
-    model.graph.initializer.append(onnx.numpy_helper.from_array(np.array([2, 1, 0], np.int64), "bgr_index"))
+    model.graph.initializer.append(
+        onnx.numpy_helper.from_array(np.array([2, 1, 0], np.int64), "bgr_index")
+    )
     onnx.save(model, str(tmp_path / "base.onnx"))
     bgr = tmp_path / "bgr.onnx"
     m = onnx.load(str(tmp_path / "base.onnx"))
@@ -171,8 +184,12 @@ def test_bgr_and_probability_files_run_correctly(tmp_path):
     # mean/std are per channel in channel_order: a BGR file lists them B, G, R
     contract = ModelContract()
     edit_metadata(
-        bgr, bgr, channel_order="BGR", input_name="raw",
-        mean=list(contract.mean[::-1]), std=list(contract.std[::-1]),
+        bgr,
+        bgr,
+        channel_order="BGR",
+        input_name="raw",
+        mean=list(contract.mean[::-1]),
+        std=list(contract.std[::-1]),
     )
     prob = _with_nodes(
         tmp_path / "prob.onnx",
@@ -192,7 +209,9 @@ def test_bgr_and_probability_files_run_correctly(tmp_path):
 
 def _refused(model, expected, tmp_path):
     before = checksums(tmp_path)
-    result = CliRunner().invoke(infer_app, [str(BUSI_IMAGE), "--model", str(model), "--out", str(tmp_path / "o")])
+    result = CliRunner().invoke(
+        infer_app, [str(BUSI_IMAGE), "--model", str(model), "--out", str(tmp_path / "o")]
+    )
     assert_one_line_error(result.exit_code, result.stderr, expected, "lvunet-infer")
     assert checksums(tmp_path) == before  # nothing written, nothing changed
 
@@ -238,9 +257,11 @@ def test_export_refuses_non_finite_weights(random_checkpoint, tmp_path):
     poisoned = _edited_checkpoint(
         random_checkpoint,
         tmp_path / "nan.pt",
-        lambda p: p["state_dict"]["head.weight" if "head.weight" in p["state_dict"] else next(
-            k for k, v in p["state_dict"].items() if v.is_floating_point()
-        )].fill_(float("nan")),
+        lambda p: p["state_dict"][
+            "head.weight"
+            if "head.weight" in p["state_dict"]
+            else next(k for k, v in p["state_dict"].items() if v.is_floating_point())
+        ].fill_(float("nan")),
     )
     with pytest.raises(ExportError, match="non-finite weights"):
         export_onnx(poisoned, tmp_path / "m.onnx")

@@ -5,11 +5,9 @@ import os
 import shutil
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 import torch
-
 from lvunet_runtime.contract import ModelContract
 from lvunet_runtime.data import find_pairs
 from lvunet_runtime.metrics import confusion_counts, summarize

@@ -121,7 +121,12 @@ def export_onnx(
 
 
 def check_request(
-    checkpoint: Path, out: Path, precision: str, calib: str | Path | None, simplify: bool, overwrite: bool
+    checkpoint: Path,
+    out: Path,
+    precision: str,
+    calib: str | Path | None,
+    simplify: bool,
+    overwrite: bool,
 ) -> None:
     """Every option and the output path, before any work."""
     if precision not in ("fp32", "fp16", "int8"):
@@ -147,7 +152,9 @@ def check_request(
             ) from None
 
 
-def load_training_checkpoint(checkpoint: Path, report: ExportReport) -> tuple[LVUNet, dict[str, Any]]:
+def load_training_checkpoint(
+    checkpoint: Path, report: ExportReport
+) -> tuple[LVUNet, dict[str, Any]]:
     """The trained (unfused) model at slope 1 and everything its checkpoint recorded."""
     payload = read_checkpoint(checkpoint)
     if payload.get("fused"):
@@ -158,7 +165,9 @@ def load_training_checkpoint(checkpoint: Path, report: ExportReport) -> tuple[LV
     require_slope_one(payload.get("slope"), f"checkpoint {checkpoint}")
     for name, tensor in payload["state_dict"].items():
         if tensor.is_floating_point() and not torch.isfinite(tensor).all():
-            raise ExportError(f"{checkpoint} has non-finite weights (NaN or inf) in {name}; the run diverged")
+            raise ExportError(
+                f"{checkpoint} has non-finite weights (NaN or inf) in {name}; the run diverged"
+            )
     trained, info = load_checkpoint(checkpoint)
     report.steps.append(f"loaded {checkpoint.name}: slope 1.0, config {info['config']}")
     return trained, info
@@ -244,7 +253,9 @@ def check_fused_equals_trained(
         trained_logits = trained(x)[:, 0].numpy()
         fused_logits = fused(x)[:, 0].numpy()
     if not (np.isfinite(trained_logits).all() and np.isfinite(fused_logits).all()):
-        raise ExportError("the model gives non-finite logits (NaN or inf) on the verification inputs")
+        raise ExportError(
+            "the model gives non-finite logits (NaN or inf) on the verification inputs"
+        )
     report.fused_vs_trained_max_abs = float(np.abs(trained_logits - fused_logits).max())
     scale = max(1.0, float(np.abs(trained_logits).max()))
     if not report.fused_vs_trained_max_abs <= FP32_TOLERANCE * scale:
@@ -260,7 +271,12 @@ def check_fused_equals_trained(
 
 
 def export_graph(
-    fused: LVUNet, example: np.ndarray, contract: ModelContract, opset: int, tmp: Path, report: ExportReport
+    fused: LVUNet,
+    example: np.ndarray,
+    contract: ModelContract,
+    opset: int,
+    tmp: Path,
+    report: ExportReport,
 ) -> onnx.ModelProto:
     """TorchScript exporter at ``opset``, then ``onnx.checker`` (full check)."""
     axes = {contract.input_name: {0: "batch"}, contract.output_name: {0: "batch"}}
@@ -312,7 +328,9 @@ def write_model(
     if contract.precision == "fp16":
         model = _to_fp16(model)
         report.steps.append("float16 weights and compute, float32 inputs and outputs")
-    model.doc_string = f"LV-UNet ({contract.label}) exported by lvunet-export from {checkpoint.name}"
+    model.doc_string = (
+        f"LV-UNet ({contract.label}) exported by lvunet-export from {checkpoint.name}"
+    )
     if contract.precision == "int8":
         _quantize_int8(model, tmp, Path(calib), contract)
         model = onnx.load(str(tmp))
@@ -346,7 +364,9 @@ def check_runtime_parity(
     report.ort_vs_torch_max_abs = float(np.abs(ort_logits - fused_logits).max())
     ort_masks, torch_masks = ort_logits > 0, fused_logits > 0
     report.mask_agreement = float((ort_masks == torch_masks).mean())
-    report.dice_vs_fp32 = float(per_image_scores(confusion_counts(ort_masks[real], torch_masks[real]))[1].mean())
+    report.dice_vs_fp32 = float(
+        per_image_scores(confusion_counts(ort_masks[real], torch_masks[real]))[1].mean()
+    )
     report.steps.append(
         f"ONNX Runtime vs torch: {report.ort_vs_torch_max_abs:.2e} max |logit diff|, "
         f"{report.mask_agreement:.6f} pixel agreement, mask Dice {report.dice_vs_fp32:.4f} on real images"
@@ -375,7 +395,11 @@ _PRECISION_ADVICE = {
 
 
 def measure_accuracy(
-    tmp: Path, info: dict[str, Any], data: str | Path | None, contract: ModelContract, report: ExportReport
+    tmp: Path,
+    info: dict[str, Any],
+    data: str | Path | None,
+    contract: ModelContract,
+    report: ExportReport,
 ) -> None:
     """The written file on the checkpoint's test split, through the runtime, each image at its own size.
 
@@ -389,14 +413,18 @@ def measure_accuracy(
         report.notes.append("no accuracy in the metadata: the checkpoint records no test split")
         return
     if folder is None or not folder.is_dir():
-        where = f"the training data {folder} is not here" if folder else "no data folder is recorded"
+        where = (
+            f"the training data {folder} is not here" if folder else "no data folder is recorded"
+        )
         report.notes.append(f"no accuracy in the metadata: {where}; pass --data DIR to measure it")
         return
     try:
         pairs = find_pairs(folder, test_ids)
         result = evaluate(Segmenter(tmp, providers=["cpu"]), pairs)
     except LVUNetRuntimeError as exc:
-        raise ExportError(f"cannot measure the test accuracy on {folder}: {str(exc).splitlines()[0]}") from None
+        raise ExportError(
+            f"cannot measure the test accuracy on {folder}: {str(exc).splitlines()[0]}"
+        ) from None
     metrics = {k: result[k] for k in ACCURACY_KEYS}
     metrics.update(
         measured_on="this file, through lvunet_runtime on CPU, each image at its own size",

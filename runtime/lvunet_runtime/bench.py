@@ -268,7 +268,15 @@ def plan_benchmark(
     if end_to_end_dir is not None and not end_to_end_dir.is_dir():
         raise LVUNetRuntimeError(f"--end-to-end folder not found: {end_to_end_dir}")
     return BenchPlan(
-        path, contract.precision, names, thread_list, batches, runs, warmup, end_to_end_dir, machine_info()
+        path,
+        contract.precision,
+        names,
+        thread_list,
+        batches,
+        runs,
+        warmup,
+        end_to_end_dir,
+        machine_info(),
     )
 
 
@@ -283,11 +291,18 @@ def run_benchmark(plan: BenchPlan, advance=lambda: None) -> dict:
                 full = PROVIDER_ALIASES.get(provider.lower(), provider)
                 if full not in plan.machine["providers"]:
                     results.append(
-                        {"provider": provider, "threads": thread_count, "batch": batch, "status": "unavailable"}
+                        {
+                            "provider": provider,
+                            "threads": thread_count,
+                            "batch": batch,
+                            "status": "unavailable",
+                        }
                     )
                 else:
                     results.append(
-                        _in_subprocess(str(plan.model), provider, thread_count, batch, plan.runs, plan.warmup)
+                        _in_subprocess(
+                            str(plan.model), provider, thread_count, batch, plan.runs, plan.warmup
+                        )
                     )
                 advance()
     report = {
@@ -301,7 +316,9 @@ def run_benchmark(plan: BenchPlan, advance=lambda: None) -> dict:
         "command": " ".join(["lvunet-bench", *sys.argv[1:]]),
     }
     if plan.end_to_end is not None:
-        report["end_to_end"] = end_to_end(str(plan.model), plan.end_to_end, plan.threads[0], plan.batches[0])
+        report["end_to_end"] = end_to_end(
+            str(plan.model), plan.end_to_end, plan.threads[0], plan.batches[0]
+        )
     return report
 
 

@@ -183,7 +183,13 @@ def bench_command(
     from rich.progress import Progress
     from rich.table import Table
 
-    from lvunet_runtime.bench import TABLE_COLUMNS, plan_benchmark, run_benchmark, table_rows, to_markdown
+    from lvunet_runtime.bench import (
+        TABLE_COLUMNS,
+        plan_benchmark,
+        run_benchmark,
+        table_rows,
+        to_markdown,
+    )
 
     try:
         plan = plan_benchmark(
@@ -195,7 +201,9 @@ def bench_command(
     with Progress(transient=True, disable=not sys.stderr.isatty()) as progress:
         task = progress.add_task("benchmarking", total=combos)
         report = run_benchmark(plan, lambda: progress.advance(task))
-    table = Table(title=f"lvunet-bench: {plan.model.name} ({plan.precision}) on {plan.machine['cpu']}")
+    table = Table(
+        title=f"lvunet-bench: {plan.model.name} ({plan.precision}) on {plan.machine['cpu']}"
+    )
     for column in TABLE_COLUMNS:
         table.add_column(column)
     for row in table_rows(report):

@@ -97,7 +97,9 @@ class ModelContract:
     def from_dict(cls, data: dict[str, Any], source: str = "model") -> ModelContract:
         """The inverse of :meth:`to_dict`; unknown keys and invalid values are a one-line ModelError."""
         if not isinstance(data, dict):
-            raise ModelError(f"{source}: the model contract must be a mapping, not {type(data).__name__}")
+            raise ModelError(
+                f"{source}: the model contract must be a mapping, not {type(data).__name__}"
+            )
         names = {f.name for f in fields(cls)}
         unknown = sorted(set(data) - names)
         if unknown:
@@ -166,9 +168,7 @@ def _is_int(value: Any) -> bool:
 
 
 def _is_number(value: Any) -> bool:
-    return (
-        isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
-    )
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
 
 
 def _first_problem(c: ModelContract) -> str | None:
@@ -198,7 +198,9 @@ def _first_problem(c: ModelContract) -> str | None:
     if min(c.std) <= 0:
         return f"std must be positive in every channel, not {list(c.std)}"
     if c.resize_interpolation not in INTERPOLATIONS:
-        return f"resize_interpolation must be one of {INTERPOLATIONS}, not {c.resize_interpolation!r}"
+        return (
+            f"resize_interpolation must be one of {INTERPOLATIONS}, not {c.resize_interpolation!r}"
+        )
     if c.output_meaning not in OUTPUT_MEANINGS:
         return f"output_meaning must be one of {OUTPUT_MEANINGS}, not {c.output_meaning!r}"
     if not _is_number(c.threshold) or not 0 < c.threshold < 1:

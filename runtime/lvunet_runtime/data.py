@@ -77,20 +77,28 @@ def find_pairs(root: str | Path, ids: list[str] | None = None) -> list[Pair]:
     for path in sorted(image_dir.iterdir()):
         if is_image_file(path):
             if path.stem in images:
-                problems.append(f"duplicate image id {path.stem}: {images[path.stem].name}, {path.name}")
+                problems.append(
+                    f"duplicate image id {path.stem}: {images[path.stem].name}, {path.name}"
+                )
             images[path.stem] = path
     masks = _mask_index(mask_dir, set(images))
     if ids is None:
         if not images:
             raise DataError(f"no images ({', '.join(IMAGE_SUFFIXES)}) in {image_dir}")
         wanted = sorted(images)
-        problems += [f"mask without image: {masks[i].name}" for i in sorted(set(masks) - set(images))]
+        problems += [
+            f"mask without image: {masks[i].name}" for i in sorted(set(masks) - set(images))
+        ]
     else:
         wanted = list(dict.fromkeys(ids))
         problems += [f"id without an image: {i}" for i in wanted if i not in images]
-    problems += [f"image without mask: {images[i].name}" for i in wanted if i in images and i not in masks]
+    problems += [
+        f"image without mask: {images[i].name}" for i in wanted if i in images and i not in masks
+    ]
     if problems:
-        raise DataError(listing(f"{len(problems)} problem(s) pairing images and masks in {root}", problems))
+        raise DataError(
+            listing(f"{len(problems)} problem(s) pairing images and masks in {root}", problems)
+        )
     if not wanted:
         raise DataError(f"no image/mask pairs in {root}")
     return [Pair(i, images[i], masks[i]) for i in wanted]

@@ -33,7 +33,15 @@ def score_pair(segmenter: Segmenter, pair: Pair) -> dict:
     counts = confusion_counts(pred[None], target[None])
     iou, dice = per_image_scores(counts)
     tp, fp, fn, _ = (int(v) for v in counts[0])
-    return {"id": pair.id, "iou": float(iou[0]), "dice": float(dice[0]), "tp": tp, "fp": fp, "fn": fn, "ms": ms}
+    return {
+        "id": pair.id,
+        "iou": float(iou[0]),
+        "dice": float(dice[0]),
+        "tp": tp,
+        "fp": fp,
+        "fn": fn,
+        "ms": ms,
+    }
 
 
 def evaluate(

@@ -260,7 +260,10 @@ def run_images(
 
 def _failure(source: Path, error: Exception) -> dict[str, str]:
     message = str(error)
-    return {"input": str(source), "error": message if str(source) in message else f"{source}: {message}"}
+    return {
+        "input": str(source),
+        "error": message if str(source) in message else f"{source}: {message}",
+    }
 
 
 class _Meter:
@@ -268,7 +271,9 @@ class _Meter:
 
     def __init__(self, total: int, enabled: bool, what: str) -> None:
         self.progress = _progress(total, enabled, what)
-        self.task = self.progress.add_task("segment", total=total, rate="-") if self.progress else None
+        self.task = (
+            self.progress.add_task("segment", total=total, rate="-") if self.progress else None
+        )
 
     def __enter__(self) -> _Meter:
         if self.progress:
@@ -298,7 +303,9 @@ def _frames(capture: cv2.VideoCapture, limit: int | None = None) -> Iterator[np.
 def _overlay_frame(segmenter: Segmenter, keep_largest: bool):
     """A pipeline ``finish`` step for video: (BGR overlay frame, region statistics, ms since load)."""
 
-    def finish(frame: np.ndarray, prepared: Prepared, output: np.ndarray) -> tuple[np.ndarray, dict]:
+    def finish(
+        frame: np.ndarray, prepared: Prepared, output: np.ndarray
+    ) -> tuple[np.ndarray, dict]:
         prediction = segmenter.finish(output, prepared.size, keep_largest=keep_largest)
         stats = region_stats(prediction.mask, contours=False)
         return cv2.cvtColor(overlay(frame, prediction.mask), cv2.COLOR_RGB2BGR), stats
@@ -343,7 +350,13 @@ def run_video(segmenter: Segmenter, path: Path, options: InferOptions, summary: 
             writer.write(view)
             now = time.perf_counter()
             table.writerow(
-                [frames, stats["area_px"], f"{stats['area_fraction']:.6f}", stats["regions"], f"{(now - last) * 1e3:.2f}"]
+                [
+                    frames,
+                    stats["area_px"],
+                    f"{stats['area_fraction']:.6f}",
+                    stats["regions"],
+                    f"{(now - last) * 1e3:.2f}",
+                ]
             )
             last, frames = now, frames + 1
     finally:

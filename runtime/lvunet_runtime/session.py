@@ -138,12 +138,16 @@ def check_graph(session: ort.InferenceSession, contract: ModelContract, source: 
         )
     graph_input, graph_output = inputs[contract.input_name], outputs[contract.output_name]
     if graph_input.type != "tensor(float)":
-        raise ModelError(f"{source}: input {graph_input.name!r} is {graph_input.type}, expected tensor(float)")
+        raise ModelError(
+            f"{source}: input {graph_input.name!r} is {graph_input.type}, expected tensor(float)"
+        )
     expected = {"input": [3, contract.input_height, contract.input_width], "output": [1]}
     for kind, node in (("input", graph_input), ("output", graph_output)):
         dims = _dims(node)
         if len(dims) != 4:
-            raise ModelError(f"{source}: {kind} {node.name!r} has shape {dims}, expected 4 dimensions (NCHW)")
+            raise ModelError(
+                f"{source}: {kind} {node.name!r} has shape {dims}, expected 4 dimensions (NCHW)"
+            )
         for want, have in zip(expected[kind], dims[1:], strict=False):
             if isinstance(have, int) and have != want:
                 raise ModelError(
@@ -228,7 +232,9 @@ class Segmenter:
                 f"{self.path}: the probe run gave output shape {list(output.shape)}, expected {list(expected)}"
             )
         if not np.isfinite(output).all():
-            raise ModelError(f"{self.path}: the probe run gave non-finite output (NaN or inf); the weights are broken")
+            raise ModelError(
+                f"{self.path}: the probe run gave non-finite output (NaN or inf); the weights are broken"
+            )
 
     @property
     def active_providers(self) -> list[str]:
@@ -237,7 +243,9 @@ class Segmenter:
 
     def prepare(self, image: np.ndarray, *, keep_image: bool = False) -> Prepared:
         """Stage 1: an RGB uint8 (H, W, 3) image of any size, resized for the model."""
-        return Prepared(resize_input(image, self.contract), image.shape[:2], image if keep_image else None)
+        return Prepared(
+            resize_input(image, self.contract), image.shape[:2], image if keep_image else None
+        )
 
     def run(self, batch: np.ndarray) -> np.ndarray:
         """Raw model call on a normalised NCHW float32 batch; returns the output (B, h, w) at model size."""
@@ -252,7 +260,9 @@ class Segmenter:
         batch = resized[0][None] if len(resized) == 1 else np.stack(resized)
         return self.run(to_model_input(batch, self.contract))
 
-    def finish(self, output: np.ndarray, size: tuple[int, int], *, keep_largest: bool = False) -> Prediction:
+    def finish(
+        self, output: np.ndarray, size: tuple[int, int], *, keep_largest: bool = False
+    ) -> Prediction:
         """Stage 3: one image's model output -> probability and mask at the image's ``size``."""
         prob, mask = postprocess(output, size, self.threshold, self.contract.output_meaning)
         return Prediction(prob, keep_largest_region(mask) if keep_largest else mask)

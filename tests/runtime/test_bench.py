@@ -5,9 +5,8 @@ import json
 import onnxruntime as ort
 import pytest
 from lvunet_runtime.bench import parse_options, percentile
-from lvunet_runtime.errors import LVUNetRuntimeError
-
 from lvunet_runtime.cli import bench_app
+from lvunet_runtime.errors import LVUNetRuntimeError
 from typer.testing import CliRunner
 
 from tests.helpers import DATA, assert_one_line_error

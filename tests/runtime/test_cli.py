@@ -41,7 +41,16 @@ def test_infer_and_eval_without_torch(tmp_path):
     """The point-of-care install: the real entry points with torch and onnx unimportable."""
     env = no_torch_env(tmp_path)
     out = tmp_path / "out"
-    args = [DATA / "images", "--model", "breast-ultrasound", "--out", out, "--overlay", "--json", "--prob"]
+    args = [
+        DATA / "images",
+        "--model",
+        "breast-ultrasound",
+        "--out",
+        out,
+        "--overlay",
+        "--json",
+        "--prob",
+    ]
     result = run_entry("infer", args, env)
     assert result.returncode == 0, result.stderr
     assert "16 image(s) segmented" in result.stdout
@@ -212,7 +221,9 @@ def test_eval_error_paths(tmp_path):
 def test_eval_split_file_with_comments(tmp_path):
     ids = [p.stem for p in sorted((DATA / "images").glob("kvasir*"))][:3]
     (tmp_path / "ids.txt").write_text("# three kvasir ids\n" + "\n".join(ids) + "\n")
-    result = evaluate("--data", DATA, "--split-file", tmp_path / "ids.txt", "--json", tmp_path / "r.json")
+    result = evaluate(
+        "--data", DATA, "--split-file", tmp_path / "ids.txt", "--json", tmp_path / "r.json"
+    )
     assert result.exit_code == 0, result.stderr
     assert [r["id"] for r in json.loads((tmp_path / "r.json").read_text())["per_image"]] == ids
 

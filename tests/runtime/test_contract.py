@@ -19,8 +19,13 @@ def _metadata(**changes) -> dict[str, str]:
 
 def test_round_trips():
     contract = ModelContract(
-        input_height=384, input_width=512, channel_order="BGR", mean=(0.5, 0.5, 0.5),
-        training_size=(256, 256), test_metrics={"iou": 0.7}, label="polyp",
+        input_height=384,
+        input_width=512,
+        channel_order="BGR",
+        mean=(0.5, 0.5, 0.5),
+        training_size=(256, 256),
+        test_metrics={"iou": 0.7},
+        label="polyp",
     )
     assert ModelContract.from_metadata(contract.to_metadata()) == contract
     assert ModelContract.from_dict(contract.to_dict()) == contract

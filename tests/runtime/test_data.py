@@ -56,7 +56,10 @@ def test_masks_binarised_by_their_range(tmp_path):
     cases = {
         "zero_one.png": (box_mask(value=1), ">0"),
         "eight_bit.png": (box_mask(value=200), ">127"),
-        "sixteen.png": (Image.fromarray(np.asarray(box_mask(value=1)).astype(np.uint16) * 60000), ">32767"),
+        "sixteen.png": (
+            Image.fromarray(np.asarray(box_mask(value=1)).astype(np.uint16) * 60000),
+            ">32767",
+        ),
         "one_bit.png": (box_mask().convert("1"), ">127"),
     }
     for name, (image, rule) in cases.items():
