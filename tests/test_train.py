@@ -71,7 +71,20 @@ def test_resume_continues_exactly(tmp_path, finished_run):
         assert torch.equal(va, vb), key
 
 
-def _cli(*args, env=None):
+def _cli(*args):
+    """lvunet-train in process (typer's CliRunner)."""
+    from types import SimpleNamespace
+
+    from typer.testing import CliRunner
+
+    from lvunet_edge.cli import app
+
+    result = CliRunner().invoke(app, [str(a) for a in args])
+    return SimpleNamespace(returncode=result.exit_code, stdout=result.stdout, stderr=result.stderr)
+
+
+def _subprocess_cli(*args, env=None):
+    """lvunet-train through ``python -m`` in a fresh interpreter (the real entry point)."""
     return subprocess.run(
         [sys.executable, "-m", "lvunet_edge.cli", *args],
         capture_output=True,
@@ -83,7 +96,7 @@ def _cli(*args, env=None):
 
 
 def test_cli_errors_are_one_line(tmp_path):
-    result = _cli("--data", str(tmp_path / "missing"), "--out", str(tmp_path / "o"))
+    result = _subprocess_cli("--data", str(tmp_path / "missing"), "--out", str(tmp_path / "o"))
     assert result.returncode == 1
     assert (
         result.stderr.strip().startswith("lvunet-train: error:")
