@@ -7,9 +7,14 @@ import sys
 from pathlib import Path
 
 import typer
+from lvunet_runtime.cli import EXIT_CODES_HELP, EXIT_PARTIAL, run_command
 from lvunet_runtime.errors import LVUNetRuntimeError
 
-app = typer.Typer(add_completion=False, help="Train LV-UNet on a folder of images and masks.")
+app = typer.Typer(
+    add_completion=False,
+    help="Train LV-UNet on a folder of images and masks.",
+    epilog=EXIT_CODES_HELP,
+)
 
 
 @app.command()
@@ -77,13 +82,23 @@ def train_command(
     except KeyboardInterrupt:
         typer.echo(f"lvunet-train: interrupted; continue with --resume {resume or out}", err=True)
         raise typer.Exit(130) from None
+    except (
+        OSError
+    ) as exc:  # disk full, permission lost: the checkpoints written so far are complete
+        where = f": {exc.filename}" if exc.filename else ""
+        typer.echo(
+            f"lvunet-train: error: {exc.strerror or exc}{where}; the run stopped, its last.pt (if any) "
+            f"is complete: fix it and continue with --resume {resume or out}",
+            err=True,
+        )
+        raise typer.Exit(EXIT_PARTIAL) from None
     if metrics:
         typer.echo(json.dumps({k: metrics[k] for k in ("trained", "fused")}, indent=1))
 
 
 def main() -> None:
     """Console entry point."""
-    sys.exit(app())
+    sys.exit(run_command(app, "lvunet-train"))
 
 
 if __name__ == "__main__":

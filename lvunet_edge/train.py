@@ -31,13 +31,14 @@ from lvunet_edge.checkpoint import (
     save_checkpoint,
 )
 from lvunet_edge.data import ArrayDataset, load_dataset, make_split, to_input, write_split
-from lvunet_edge.errors import CheckpointError, LVUNetError
+from lvunet_edge.errors import CheckpointError, DataError, LVUNetError
 from lvunet_edge.losses import bce_dice_loss
 from lvunet_edge.model import LVUNet, LVUNetConfig, build_model
 from lvunet_edge.pretrained import load_mobilenet_v3_weights
 from lvunet_edge.reparam import reparameterize_model, set_act_slope, slope_schedule
 
 FUSED_TOLERANCE = 0.001  # trained and fused test metrics must agree to this
+RUN_FILES = ("split.json", "log.jsonl", "train.log", "best.pt", "metrics.json")  # and last.pt
 
 
 @dataclass(frozen=True)
@@ -318,10 +319,17 @@ def start_run(config: TrainConfig, state: dict[str, Any] | None) -> Run:
             device = torch.device("cuda", local_rank)
             torch.cuda.set_device(device)
     run_dir = Path(config.out)
+    if run_dir.exists() and not run_dir.is_dir():
+        raise LVUNetError(f"--out {run_dir} is a file, not a folder; choose a folder for the run")
     if state is None and (run_dir / "last.pt").exists():
         raise LVUNetError(
             f"{run_dir} already holds a run (last.pt); continue it with --resume {run_dir} "
             "or choose another --out"
+        )
+    taken = [name for name in RUN_FILES if state is None and (run_dir / name).exists()]
+    if taken:
+        raise LVUNetError(
+            f"{run_dir} already holds {', '.join(taken)} (not written by this run); choose another --out"
         )
     contract = training_contract(config)
     if state is not None and "contract" in state:
@@ -342,7 +350,14 @@ def load_data(run: Run, state: dict[str, Any] | None) -> None:
         else make_split(dataset.ids, config.seed, config.split_file, config.val_file)
     )
     run.split = split
-    run.sets = {k: dataset.subset(split[k]) for k in ("train", "val", "test")}
+    try:
+        run.sets = {k: dataset.subset(split[k]) for k in ("train", "val", "test")}
+    except DataError as exc:
+        if state is None:
+            raise
+        raise DataError(
+            f"the data in {config.data} no longer matches the run being resumed: {exc}"
+        ) from None
     if not run.sets["train"].ids:
         raise LVUNetError("the training split is empty; add data or change the split")
     train_set = run.sets["train"]

@@ -147,3 +147,37 @@ def edit_metadata(source: Path, target: Path, **changes) -> Path:
 
 class RawJSON(str):
     """A metadata value written as is (to write malformed or string-typed values)."""
+
+
+class CliResult:
+    """Exit code and captured output of one in-process command run."""
+
+    def __init__(self, code: int, stdout: str, stderr: str) -> None:
+        self.exit_code = self.returncode = code
+        self.stdout, self.stderr = stdout, stderr
+
+
+def cli(program: str, *args) -> CliResult:
+    """Run ``lvunet-<program>`` in this process through the real entry wrapper (exit codes, one-line
+    errors), capturing its output: as the console script runs it, without a new interpreter."""
+    import contextlib
+    import importlib
+    import io
+
+    module, app = {
+        "infer": ("lvunet_runtime.cli", "infer_app"),
+        "eval": ("lvunet_runtime.cli", "eval_app"),
+        "bench": ("lvunet_runtime.cli", "bench_app"),
+        "train": ("lvunet_edge.cli", "app"),
+        "export": ("lvunet_export.cli", "app"),
+    }[program]
+    from lvunet_runtime.cli import run_command
+
+    stdout, stderr = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(stdout), contextlib.redirect_stderr(stderr):
+        code = run_command(
+            getattr(importlib.import_module(module), app),
+            f"lvunet-{program}",
+            [str(a) for a in args],
+        )
+    return CliResult(code, stdout.getvalue(), stderr.getvalue())

@@ -11,13 +11,11 @@ import pytest
 import torch
 from lvunet_export.export import ExportError, export_onnx
 from lvunet_runtime import Segmenter, load_image
-from lvunet_runtime.cli import infer_app
 from lvunet_runtime.contract import ModelContract
 from lvunet_runtime.data import find_pairs
 from lvunet_runtime.evaluate import evaluate
 from lvunet_runtime.session import MODELS_DIR
 from onnx import helper
-from typer.testing import CliRunner
 
 from lvunet_edge.data import load_dataset, to_input
 from tests.helpers import (
@@ -27,6 +25,7 @@ from tests.helpers import (
     RawJSON,
     assert_one_line_error,
     checksums,
+    cli,
     edit_metadata,
     write_pair,
 )
@@ -102,13 +101,8 @@ def test_checkpoint_records_its_contract_and_export_follows_it(trained_run, tmp_
     for key in ("images", "iou", "dice", "dataset_iou", "precision", "recall"):
         assert contract.test_metrics[key] == measured[key], key
     assert contract.test_metrics["measured_on"].startswith("this file")
-    from lvunet_runtime.cli import eval_app
-
     (tmp_path / "ids.txt").write_text("\n".join(split["test"]) + "\n")
-    result = CliRunner().invoke(
-        eval_app,
-        ["--model", str(out), "--data", str(DATA), "--split-file", str(tmp_path / "ids.txt")],
-    )
+    result = cli("eval", "--model", out, "--data", DATA, "--split-file", tmp_path / "ids.txt")
     assert result.exit_code == 0 and f"IoU {contract.test_metrics['iou']:.4f}" in result.stdout
 
 
@@ -209,9 +203,7 @@ def test_bgr_and_probability_files_run_correctly(tmp_path):
 
 def _refused(model, expected, tmp_path):
     before = checksums(tmp_path)
-    result = CliRunner().invoke(
-        infer_app, [str(BUSI_IMAGE), "--model", str(model), "--out", str(tmp_path / "o")]
-    )
+    result = cli("infer", BUSI_IMAGE, "--model", model, "--out", tmp_path / "o")
     assert_one_line_error(result.exit_code, result.stderr, expected, "lvunet-infer")
     assert checksums(tmp_path) == before  # nothing written, nothing changed
 

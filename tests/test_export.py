@@ -97,19 +97,15 @@ def test_failed_parity_leaves_no_file(random_checkpoint, tmp_path, monkeypatch):
 
 
 def _cli(*args, prelude=""):
-    """lvunet-export in process (typer's CliRunner); in a fresh interpreter when a prelude is given."""
+    """lvunet-export in process through the real entry wrapper; in a fresh interpreter when a prelude is given."""
     if prelude:
         code = f"{prelude}\nimport sys\nfrom lvunet_export.cli import main\nsys.argv = ['lvunet-export', *{list(map(str, args))!r}]\nmain()"
         return subprocess.run(
             [sys.executable, "-c", code], capture_output=True, text=True, timeout=300
         )
-    from types import SimpleNamespace
+    from tests.helpers import cli
 
-    from lvunet_export.cli import app
-    from typer.testing import CliRunner
-
-    result = CliRunner().invoke(app, [str(a) for a in args])
-    return SimpleNamespace(returncode=result.exit_code, stdout=result.stdout, stderr=result.stderr)
+    return cli("export", *args)
 
 
 def _one_line_error(result, expected):

@@ -72,15 +72,10 @@ def test_resume_continues_exactly(tmp_path, finished_run):
 
 
 def _cli(*args):
-    """lvunet-train in process (typer's CliRunner)."""
-    from types import SimpleNamespace
+    """lvunet-train in process through the real entry wrapper."""
+    from tests.helpers import cli
 
-    from typer.testing import CliRunner
-
-    from lvunet_edge.cli import app
-
-    result = CliRunner().invoke(app, [str(a) for a in args])
-    return SimpleNamespace(returncode=result.exit_code, stdout=result.stdout, stderr=result.stderr)
+    return cli("train", *args)
 
 
 def _subprocess_cli(*args, env=None):

@@ -6,9 +6,12 @@ import sys
 from pathlib import Path
 
 import typer
+from lvunet_runtime.cli import EXIT_CODES_HELP, run_command
 
 app = typer.Typer(
-    add_completion=False, help="Fuse, export, simplify and verify an LV-UNet checkpoint."
+    add_completion=False,
+    help="Fuse, export, simplify and verify an LV-UNet checkpoint.",
+    epilog=EXIT_CODES_HELP,
 )
 
 
@@ -72,7 +75,7 @@ def export_command(
 
 def main() -> None:
     """Console entry point."""
-    sys.exit(app())
+    sys.exit(run_command(app, "lvunet-export"))
 
 
 if __name__ == "__main__":

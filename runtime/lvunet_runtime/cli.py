@@ -1,8 +1,11 @@
 """Console entry points: ``lvunet-infer``, ``lvunet-eval``, ``lvunet-bench``. Thin: parse, call, print.
 
-Errors of the runtime's own kind become one line on stderr and exit code 1; a multi-input run that had
-to skip some inputs exits with 2. Process-wide settings (OpenCV/FFmpeg logging, Pillow's pixel limit,
-which ``--max-pixels`` replaces) are made here, in the entry points, never on import of the library.
+Exit codes (every command of the project, through :func:`run_command`): 0 done; 1 refused, with one line
+saying what to fix (bad input, model, option or output); 2 partly done (some inputs skipped, or a fault
+such as a full disk stopped the run: what was written stays, the line says what was not); 3 internal
+error (one line naming a log file that holds the traceback, or the traceback itself with ``--debug``);
+130 interrupted. Process-wide settings (OpenCV/FFmpeg logging, Pillow's pixel limit, which
+``--max-pixels`` replaces) are made here, in the entry points, never on import of the library.
 """
 
 from __future__ import annotations
@@ -10,11 +13,21 @@ from __future__ import annotations
 import json
 import os
 import sys
+import tempfile
+import time
+import traceback
 from pathlib import Path
 
 import typer
 
 from lvunet_runtime.errors import LVUNetRuntimeError
+
+EXIT_DONE, EXIT_REFUSED, EXIT_PARTIAL, EXIT_INTERNAL, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
+EXIT_CODES_HELP = (
+    "Exit codes: 0 done; 1 refused (one line says what to fix); 2 partly done (the line says what was "
+    "not); 3 internal error (one line names a log file with the traceback; --debug prints it); "
+    "130 interrupted."
+)
 
 
 def configure_process() -> None:
@@ -27,23 +40,98 @@ def configure_process() -> None:
     Image.MAX_IMAGE_PIXELS = None  # load_image checks --max-pixels itself, with a message
 
 
+def _internal_error(program: str, exc: BaseException, debug: bool) -> int:
+    """Exit 3 with one line; the traceback goes to a log file (never into the user's --out)."""
+    text = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
+    if debug:
+        sys.stderr.write(text)
+        return EXIT_INTERNAL
+    folder = Path(tempfile.gettempdir()) / "lvunet-logs"
+    log = folder / f"{program}-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}.log"
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        log.write_text(f"{program} {' '.join(sys.argv[1:])}\n{text}")
+        where = f"traceback in {log}"
+    except OSError:
+        where = "no log could be written; rerun with --debug"
+    first = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else ""
+    typer.echo(
+        f"{program}: internal error: {type(exc).__name__}: {first} ({where}; please report it)",
+        err=True,
+    )
+    return EXIT_INTERNAL
+
+
+def run_command(app: typer.Typer, program: str, argv: list[str] | None = None) -> int:
+    """Run a typer app as one of our commands and return its exit code (see the module docstring).
+
+    Usage errors (unknown option, bad value) are refusals: one line, exit 1. ``--debug`` (any
+    position) shows the traceback of an internal error instead of logging it.
+    """
+    args = list(sys.argv[1:] if argv is None else argv)
+    debug = "--debug" in args
+    args = [a for a in args if a != "--debug"]
+    configure_process()
+    try:
+        code = app(args=args, prog_name=program, standalone_mode=False)
+    except LVUNetRuntimeError as exc:
+        typer.echo(f"{program}: error: {_first_line(exc)}", err=True)
+        return EXIT_REFUSED
+    except KeyboardInterrupt:
+        typer.echo(f"{program}: interrupted; outputs written so far are complete", err=True)
+        return EXIT_INTERRUPTED
+    except OSError as exc:
+        where = f": {exc.filename}" if exc.filename else ""
+        typer.echo(f"{program}: error: {exc.strerror or exc}{where}", err=True)
+        return EXIT_PARTIAL
+    except Exception as exc:
+        if hasattr(exc, "format_message") and hasattr(exc, "exit_code"):  # click's usage errors
+            typer.echo(f"{program}: error: {exc.format_message()} (see {program} --help)", err=True)
+            return EXIT_REFUSED
+        return _internal_error(program, exc, debug)
+    return EXIT_DONE if code is None else int(code)
+
+
+def _first_line(exc: BaseException) -> str:
+    return str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+
+
 def _fail(program: str, exc: Exception) -> None:
-    typer.echo(f"{program}: error: {str(exc).splitlines()[0]}", err=True)
-    raise typer.Exit(1)
+    typer.echo(f"{program}: error: {_first_line(exc)}", err=True)
+    raise typer.Exit(EXIT_REFUSED)
 
 
 def _providers(value: str | None) -> list[str] | None:
     return [p for p in value.split(",") if p.strip()] if value else None
 
 
-infer_app = typer.Typer(add_completion=False)
+def _check_report_file(path: Path | None, overwrite: bool) -> None:
+    """A --json/--markdown report target, checked before the run (never lost at its end)."""
+    if path is None:
+        return
+    from lvunet_runtime.writer import OutputGuard, check_output_folder
+
+    check_output_folder(path.parent if str(path.parent) else Path("."))
+    OutputGuard(overwrite=overwrite).check(path)
+
+
+def _write_report(path: Path, text: str, overwrite: bool) -> None:
+    from lvunet_runtime.writer import OutputGuard
+
+    OutputGuard(overwrite=overwrite).write(path, text.encode())
+
+
+infer_app = typer.Typer(add_completion=False, epilog=EXIT_CODES_HELP)
 
 
 @infer_app.command()
 def infer_command(
     inputs: list[str] | None = typer.Argument(None, help="Images, folders, glob patterns, videos."),
     model: str | None = typer.Option(
-        None, "--model", "-m", help="Bundled name or .onnx path (default: polyp)."
+        None,
+        "--model",
+        "-m",
+        help="Bundled name (polyp, breast-ultrasound) or .onnx path (default: polyp).",
     ),
     out: Path = typer.Option(Path("lvunet-output"), "--out", "-o", help="Output folder."),
     overlay: bool = typer.Option(False, help="Also write <stem>_overlay.png."),
@@ -52,20 +140,27 @@ def infer_command(
         False, "--json", help="Also write <stem>.json (area, box, regions)."
     ),
     threshold: float | None = typer.Option(
-        None, help="Probability threshold (default: the model's)."
+        None, help="Probability threshold in (0, 1) (default: the model's)."
     ),
     provider: str | None = typer.Option(None, help="Execution provider(s), e.g. cpu or cuda,cpu."),
     threads: int | None = typer.Option(
-        None, help="Intra-op threads (default: ONNX Runtime's choice)."
+        None, min=1, help="Intra-op threads (default: ONNX Runtime's choice)."
     ),
-    batch_size: int = typer.Option(1, help="Images per model call (batching does not pay on CPU)."),
+    batch_size: int = typer.Option(
+        1, min=1, max=256, help="Images per model call (batching does not pay on CPU)."
+    ),
     keep_largest: bool = typer.Option(False, help="Keep only the largest connected region."),
-    recursive: bool = typer.Option(False, help="Descend into sub-folders."),
-    overwrite: bool = typer.Option(False, help="Redo images whose outputs exist."),
-    max_pixels: int = typer.Option(100_000_000, help="Refuse larger images before decoding."),
-    camera: int | None = typer.Option(None, help="Read live camera N instead of files."),
+    recursive: bool = typer.Option(False, help="Descend into sub-folders (outputs mirror them)."),
+    overwrite: bool = typer.Option(
+        False,
+        help="Redo outputs that exist and replace files this run did not create (never inputs).",
+    ),
+    max_pixels: int = typer.Option(
+        100_000_000, min=1, help="Refuse larger images before decoding."
+    ),
+    camera: int | None = typer.Option(None, min=0, help="Read live camera N instead of files."),
     show: bool = typer.Option(False, help="Show the overlay and frame rate in a window (camera)."),
-    max_frames: int | None = typer.Option(None, help="Stop the camera after N frames."),
+    max_frames: int | None = typer.Option(None, min=1, help="Stop the camera after N frames."),
     progress: bool = typer.Option(True, help="Progress bar for several images."),
 ) -> None:
     """Segment images, folders and videos with an LV-UNet ONNX model."""
@@ -109,30 +204,39 @@ def infer_command(
         summary = infer(inputs, segmenter, options)
     except LVUNetRuntimeError as exc:
         _fail("lvunet-infer", exc)
-    except KeyboardInterrupt:
-        typer.echo("lvunet-infer: interrupted; outputs written so far are complete", err=True)
-        raise typer.Exit(130) from None
     attempted = summary.processed + summary.skipped_existing + summary.videos + len(summary.failed)
-    if summary.failed and attempted == 1:
+    if summary.failed and attempted == 1 and not summary.stopped:
         _fail("lvunet-infer", LVUNetRuntimeError(summary.failed[0]["error"]))
     for failure in summary.failed:
         typer.echo(f"lvunet-infer: skipped: {failure['error']}", err=True)
     typer.echo(f"{summary.line()} -> {out}")
-    if summary.failed:
-        raise typer.Exit(2)
+    if summary.stopped or summary.record_error:
+        reason = f"stopped: {summary.stopped}" if summary.stopped else summary.record_error
+        typer.echo(
+            f"lvunet-infer: error: {reason}; {summary.processed} written, {summary.not_done} not "
+            "done; fix it and rerun the same command to do the rest",
+            err=True,
+        )
+    if summary.partial:
+        raise typer.Exit(EXIT_PARTIAL)
 
 
-eval_app = typer.Typer(add_completion=False)
+eval_app = typer.Typer(add_completion=False, epilog=EXIT_CODES_HELP)
 
 
 @eval_app.command()
 def eval_command(
     data: Path = typer.Option(..., help="Folder with images/ and masks/."),
-    model: str | None = typer.Option(None, "--model", "-m", help="Bundled name or .onnx path."),
-    split_file: Path | None = typer.Option(None, help="Evaluate only these ids (one per line)."),
+    model: str | None = typer.Option(
+        None, "--model", "-m", help="Bundled name (polyp, breast-ultrasound) or .onnx path."
+    ),
+    split_file: Path | None = typer.Option(
+        None, help="Evaluate only these ids (one per line, # comments)."
+    ),
     json_out: Path | None = typer.Option(None, "--json", help="Write all results here."),
+    overwrite: bool = typer.Option(False, help="Replace an existing --json file."),
     provider: str | None = typer.Option(None),
-    threads: int | None = typer.Option(None),
+    threads: int | None = typer.Option(None, min=1),
 ) -> None:
     """Evaluate an ONNX model on images and masks at their own size (the deployable file itself)."""
     from lvunet_runtime.data import find_pairs, read_id_list
@@ -140,14 +244,13 @@ def eval_command(
     from lvunet_runtime.session import Segmenter
 
     try:
+        _check_report_file(json_out, overwrite)
         ids = None if split_file is None else read_id_list(split_file)
         pairs = find_pairs(data, ids)
         segmenter = Segmenter(model, providers=_providers(provider), threads=threads)
         result = evaluate(segmenter, pairs)
     except LVUNetRuntimeError as exc:
         _fail("lvunet-eval", exc)
-    if json_out:
-        json_out.write_text(json.dumps(result, indent=1) + "\n")
     typer.echo(
         f"{result['images']} images: IoU {result['iou']:.4f}  Dice {result['dice']:.4f}  "
         f"(dataset IoU {result['dataset_iou']:.4f}, Dice {result['dataset_dice']:.4f}, "
@@ -156,24 +259,33 @@ def eval_command(
     )
     typer.echo("worst: " + ", ".join(f"{r['id']} (Dice {r['dice']:.3f})" for r in result["worst"]))
     typer.echo("slowest: " + ", ".join(f"{r['id']} ({r['ms']:.1f} ms)" for r in result["slowest"]))
+    for skipped in result["skipped"]:
+        typer.echo(f"lvunet-eval: skipped: {skipped}", err=True)
+    if json_out:
+        _write_report(json_out, json.dumps(result, indent=1) + "\n", overwrite)
+    if result["skipped"]:
+        raise typer.Exit(EXIT_PARTIAL)
 
 
-bench_app = typer.Typer(add_completion=False)
+bench_app = typer.Typer(add_completion=False, epilog=EXIT_CODES_HELP)
 
 
 @bench_app.command()
 def bench_command(
-    model: str | None = typer.Option(None, "--model", "-m", help="Bundled name or .onnx path."),
+    model: str | None = typer.Option(
+        None, "--model", "-m", help="Bundled name (polyp, breast-ultrasound) or .onnx path."
+    ),
     providers: str = typer.Option("cpu", help="Comma-separated providers, e.g. cpu,cuda."),
     threads: str = typer.Option(
         "auto", help="Comma-separated thread counts; 'auto' = ONNX Runtime's choice."
     ),
     batch_sizes: str = typer.Option("1,8", help="Comma-separated batch sizes."),
     image_size: int | None = typer.Option(None, help="Must match the model's input size if given."),
-    runs: int = typer.Option(100, help="Timed runs per combination."),
-    warmup: int = typer.Option(10, help="Untimed runs first."),
+    runs: int = typer.Option(100, min=1, help="Timed runs per combination."),
+    warmup: int = typer.Option(10, min=0, help="Untimed runs first."),
     json_out: Path | None = typer.Option(None, "--json", help="Write the full report here."),
     markdown: Path | None = typer.Option(None, help="Write a Markdown table here."),
+    overwrite: bool = typer.Option(False, help="Replace existing --json/--markdown files."),
     end_to_end_dir: Path | None = typer.Option(
         None, "--end-to-end", help="Also time whole images from this folder."
     ),
@@ -192,6 +304,8 @@ def bench_command(
     )
 
     try:
+        _check_report_file(json_out, overwrite)
+        _check_report_file(markdown, overwrite)
         plan = plan_benchmark(
             model, providers, threads, batch_sizes, image_size, runs, warmup, end_to_end_dir
         )
@@ -215,24 +329,21 @@ def bench_command(
             f"end to end: {e['images']} images, {e['images_per_s']:.1f} images/s, peak {e['peak_rss_mb'] or 0:.0f} MB"
         )
     if json_out:
-        json_out.write_text(json.dumps(report, indent=1) + "\n")
+        _write_report(json_out, json.dumps(report, indent=1) + "\n", overwrite)
     if markdown:
-        markdown.write_text(to_markdown(report))
+        _write_report(markdown, to_markdown(report), overwrite)
 
 
 def infer_main() -> None:
     """``lvunet-infer`` entry point."""
-    configure_process()
-    sys.exit(infer_app())
+    sys.exit(run_command(infer_app, "lvunet-infer"))
 
 
 def eval_main() -> None:
     """``lvunet-eval`` entry point."""
-    configure_process()
-    sys.exit(eval_app())
+    sys.exit(run_command(eval_app, "lvunet-eval"))
 
 
 def bench_main() -> None:
     """``lvunet-bench`` entry point."""
-    configure_process()
-    sys.exit(bench_app())
+    sys.exit(run_command(bench_app, "lvunet-bench"))

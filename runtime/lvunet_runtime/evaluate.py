@@ -25,7 +25,8 @@ def score_pair(segmenter: Segmenter, pair: Pair) -> dict:
     target, _ = read_mask(pair.mask)
     if target.shape != rgb.shape[:2]:
         raise ImageError(
-            f"{pair.id}: mask size {target.shape[::-1]} differs from image {rgb.shape[1::-1]}"
+            f"{pair.id}: mask size {target.shape[1]}x{target.shape[0]} differs from image "
+            f"{rgb.shape[1]}x{rgb.shape[0]}"
         )
     start = time.perf_counter()
     pred = segmenter.predict(rgb).mask
@@ -47,12 +48,24 @@ def score_pair(segmenter: Segmenter, pair: Pair) -> dict:
 def evaluate(
     segmenter: Segmenter, pairs: list[Pair], *, progress: Callable[[], None] | None = None
 ) -> dict:
-    """Metrics of the model on ``pairs``; see the module docstring."""
-    rows = []
+    """Metrics of the model on ``pairs``; see the module docstring.
+
+    A pair that cannot be scored (unreadable image or mask, sizes that differ) is skipped and listed in
+    ``skipped``; when none can be scored, that is an error.
+
+    Raises:
+        ImageError: no pair could be scored (names the first problem).
+    """
+    rows, skipped = [], []
     for pair in pairs:
-        rows.append(score_pair(segmenter, pair))
+        try:
+            rows.append(score_pair(segmenter, pair))
+        except ImageError as exc:
+            skipped.append(str(exc))
         if progress is not None:
             progress()
+    if not rows:
+        raise ImageError(f"no pair could be scored: {skipped[0] if skipped else 'no pairs'}")
     counts = np.array([[r["tp"], r["fp"], r["fn"], 0] for r in rows], np.int64).reshape(-1, 4)
     return {
         "model": str(segmenter.path),
@@ -62,4 +75,5 @@ def evaluate(
         "worst": sorted(rows, key=lambda r: r["dice"])[:5],
         "slowest": sorted(rows, key=lambda r: -r["ms"])[:5],
         "per_image": rows,
+        "skipped": skipped,
     }

@@ -1,4 +1,4 @@
-"""Reading images safely into 8-bit RGB, and writing outputs atomically.
+"""Reading images safely into 8-bit RGB.
 
 Any common mode is converted (grayscale, palette, RGBA, CMYK, 16-bit), EXIF orientation is applied, and
 an image whose header claims more than ``max_pixels`` is refused before it is decoded (decompression bombs).
@@ -9,15 +9,13 @@ lift it in their entry point.
 
 from __future__ import annotations
 
-import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from lvunet_runtime.data import SIXTEEN_BIT_MODES
-from lvunet_runtime.errors import ImageError, OutputError
+from lvunet_runtime.errors import ImageError
 
 DEFAULT_MAX_PIXELS = 100_000_000
 
@@ -84,19 +82,3 @@ def load_image(
         )
         raise ImageError(f"{path}: {kind}") from None
     return rgb, rgb.shape[:2]
-
-
-def write_atomic(path: Path, data: bytes) -> None:
-    """Write bytes via a temporary file and rename, so an interrupted run leaves no half-written file."""
-    try:
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    except OSError as exc:
-        raise OutputError(f"cannot write into {path.parent}: {exc.strerror}") from None
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise

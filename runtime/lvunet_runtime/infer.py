@@ -1,12 +1,19 @@
 """Inference over images, folders, globs, videos and a camera, all through one overlapped pipeline
 (:mod:`lvunet_runtime.pipeline`): loader threads decode and prepare ahead (bounded), the calling thread
-only runs the session, writer threads finish, encode and write atomically. One session serves the run.
+only runs the session, writer threads finish, encode and write. One session serves the run.
+
+Every file goes through one :class:`~lvunet_runtime.writer.OutputGuard`. The run record
+(``summary.json``) holds the settings that shape the outputs and the list of outputs; a rerun into the
+same folder keeps those outputs and adds what is missing, and one with other settings is refused before
+any work unless ``--overwrite``. A fault that will repeat for every file (disk full, permission lost) stops
+the run: what was written stays, the summary says what was not, and the exit code is 2.
 """
 
 from __future__ import annotations
 
 import csv
-import glob
+import errno
+import hashlib
 import io
 import json
 import os
@@ -18,12 +25,18 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from lvunet_runtime.data import IMAGE_SUFFIXES, VIDEO_SUFFIXES
+from lvunet_runtime.data import VIDEO_SUFFIXES
 from lvunet_runtime.errors import ImageError, OutputError
-from lvunet_runtime.image import DEFAULT_MAX_PIXELS, load_image, write_atomic
+from lvunet_runtime.image import DEFAULT_MAX_PIXELS, load_image
+from lvunet_runtime.inputs import RECORD_NAME, RECORD_TOOL, Source, collect_inputs, read_record
 from lvunet_runtime.outputs import overlay, region_stats, write_image_outputs
 from lvunet_runtime.pipeline import run_pipeline
 from lvunet_runtime.session import Prepared, Segmenter
+from lvunet_runtime.writer import OutputGuard, check_output_folder
+
+# Faults that would repeat for every remaining file: stop instead of failing each one.
+STOPPING_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM}
+RECORD_VERSION = 1
 
 
 def default_workers() -> int:
@@ -59,10 +72,12 @@ class InferOptions:
 
 @dataclass
 class Job:
-    """One input image and where its outputs go."""
+    """One input and where its outputs go: ``outputs`` are to be written, ``kept`` exist from an earlier
+    run of ours with the same settings and are left as they are."""
 
     source: Path
     outputs: dict[str, Path]
+    kept: dict[str, Path] = field(default_factory=dict)
 
 
 @dataclass
@@ -77,7 +92,11 @@ class RunSummary:
     seconds: float = 0.0
     model: str = ""
     providers: list[str] = field(default_factory=list)
+    settings: dict = field(default_factory=dict)
     images: list[dict] = field(default_factory=list)
+    not_done: int = 0
+    stopped: str = ""
+    record_error: str = ""
 
     def line(self) -> str:
         rate = self.processed / self.seconds if self.seconds else 0.0
@@ -90,55 +109,59 @@ class RunSummary:
             parts.append(f"{self.skipped_existing} skipped (outputs exist; --overwrite to redo)")
         if self.failed:
             parts.append(f"{len(self.failed)} failed")
+        if self.not_done:
+            parts.append(f"{self.not_done} not done")
         return "; ".join(parts)
 
+    @property
+    def partial(self) -> bool:
+        """Something the run was asked to do was not done (exit code 2)."""
+        return bool(self.failed or self.stopped or self.not_done or self.record_error)
 
-def collect_inputs(
-    inputs: list[str], recursive: bool
-) -> tuple[list[tuple[Path, Path | None]], list[Path], list[dict[str, str]]]:
-    """Expand files, folders and glob patterns.
 
-    Returns:
-        ``(images, videos, errors)``: images as (path, folder it came from or None), videos, and the
-        inputs that matched nothing.
+def run_settings(segmenter: Segmenter, options: InferOptions) -> dict:
+    """What shapes the outputs' content: a rerun into the same folder must match it."""
+    digest = hashlib.sha256(segmenter.path.read_bytes()).hexdigest()
+    return {
+        "model_sha256": digest,
+        "threshold": segmenter.threshold,
+        "keep_largest": options.keep_largest,
+    }
+
+
+def check_record(record: dict | None, settings: dict, options: InferOptions) -> set[str]:
+    """The outputs an earlier run of ours left in ``--out`` (relative paths), after checking that it ran
+    with the same settings.
+
+    Raises:
+        OutputError: the earlier run used other settings (names the first that differs), or
+            ``summary.json`` there is not ours; ``--overwrite`` allows both.
     """
-    images: list[tuple[Path, Path | None]] = []
-    videos: list[Path] = []
-    errors: list[dict[str, str]] = []
-
-    def add(paths: list[Path], base: Path | None) -> None:
-        for p in paths:
-            if p.suffix.lower() in VIDEO_SUFFIXES:
-                videos.append(p)
-            else:
-                images.append((p, base))
-
-    for raw in inputs:
-        path = Path(raw)
-        if path.is_dir():
-            walker = path.rglob("*") if recursive else path.iterdir()
-            found = sorted(p for p in walker if p.is_file() and not p.name.startswith("."))
-            media = [p for p in found if p.suffix.lower() in IMAGE_SUFFIXES + VIDEO_SUFFIXES]
-            if not media:
-                errors.append({"input": raw, "error": f"{raw}: no images or videos in this folder"})
-            add(media, path)
-        elif path.exists():
-            add([path], None)
-        elif glob.has_magic(raw):
-            matches = sorted(Path(m) for m in glob.glob(raw, recursive=True) if Path(m).is_file())
-            if not matches:
-                errors.append({"input": raw, "error": f"{raw}: no files match this pattern"})
-            add(matches, None)
-        else:
-            errors.append({"input": raw, "error": f"{raw}: file not found"})
-    return images, videos, errors
+    record_path = options.out / RECORD_NAME
+    if record is None:
+        if (record_path.exists() or record_path.is_symlink()) and not options.overwrite:
+            raise OutputError(
+                f"{record_path} exists and is not an lvunet-infer run record; choose another --out "
+                "or pass --overwrite"
+            )
+        return set()
+    previous = record.get("settings", {})
+    for key, value in settings.items():
+        if previous.get(key) != value and not options.overwrite:
+            what = "model file" if key == "model_sha256" else key.replace("_", "-")
+            raise OutputError(
+                f"{options.out} holds outputs made with another {what} ({previous.get(key)!r}, now "
+                f"{value!r}); choose another --out, or pass --overwrite to redo them"
+            )
+    return set(record["outputs"])
 
 
-def _output_paths(source: Path, base: Path | None, options: InferOptions) -> dict[str, Path]:
+def _names(source: Source, options: InferOptions, stem: str) -> dict[str, Path]:
     folder = options.out
-    if base is not None:
-        folder = options.out / source.parent.relative_to(base)  # mirror a folder's layout
-    stem = source.stem
+    if source.base is not None:
+        folder = options.out / source.path.parent.relative_to(source.base)  # mirror a folder
+    if source.is_video:
+        return {"video": folder / f"{stem}_overlay.mp4", "csv": folder / f"{stem}_frames.csv"}
     paths = {"mask": folder / f"{stem}_mask.png"}
     if options.overlay:
         paths["overlay"] = folder / f"{stem}_overlay.png"
@@ -149,42 +172,71 @@ def _output_paths(source: Path, base: Path | None, options: InferOptions) -> dic
     return paths
 
 
-def plan_jobs(
-    images: list[tuple[Path, Path | None]], options: InferOptions, summary: RunSummary
-) -> list[Job]:
-    """Output paths per image; never an input file as an output, never one output for two inputs."""
-    inputs = {p.resolve() for p, _ in images}
-    claimed: dict[Path, Path] = {}
-    jobs = []
-    for source, base in images:
-        outputs = _output_paths(source, base, options)
-        clash = next((o for o in outputs.values() if o.resolve() in inputs), None)
-        if clash is not None:
-            summary.failed.append(
-                {
-                    "input": str(source),
-                    "error": f"{source}: output {clash} would overwrite an input file; choose another --out",
-                }
-            )
-            continue
-        taken = next(
-            (claimed[o.resolve()] for o in outputs.values() if o.resolve() in claimed), None
+def unique_names(sources: list[Source], options: InferOptions) -> dict[Path, dict[str, Path]]:
+    """Output paths per source, distinct by construction.
+
+    Two inputs that would write the same file: when their extensions differ (``x.jpg``, ``x.png``) both
+    names carry the extension (``x_jpg_mask.png``); otherwise one error before any work.
+    """
+    by_name: dict[Path, list[Source]] = {}
+    for source in sources:
+        by_name.setdefault(_names(source, options, source.path.stem)[_first(source)], []).append(
+            source
         )
-        if taken is not None:
-            summary.failed.append(
-                {
-                    "input": str(source),
-                    "error": f"{source}: same output name as {taken}; run it separately or rename",
-                }
+    names = {}
+    for group in by_name.values():
+        suffixes = {s.path.suffix.lower() for s in group}
+        if len(group) > 1 and len(suffixes) < len(group):
+            a, b = group[0].path, group[1].path
+            raise OutputError(
+                f"{a} and {b} would write the same output names; give them in separate runs with "
+                "different --out, or use --recursive on a folder above both"
             )
-            continue
-        for o in outputs.values():
-            claimed[o.resolve()] = source
-        if not options.overwrite and all(o.exists() for o in outputs.values()):
+        for source in group:
+            stem = source.path.stem
+            if len(group) > 1:
+                stem = f"{stem}_{source.path.suffix.lower().lstrip('.')}"
+            names[source.path] = _names(source, options, stem)
+    return names
+
+
+def _first(source: Source) -> str:
+    return "video" if source.is_video else "mask"
+
+
+def plan_jobs(
+    sources: list[Source],
+    options: InferOptions,
+    guard: OutputGuard,
+    previous: set[str],
+    summary: RunSummary,
+) -> list[Job]:
+    """One job per source with the outputs still to write; sources whose outputs all exist from an
+    earlier run are skipped; a source whose outputs may not be written is a failure, before any work."""
+    jobs = []
+    for source, outputs in unique_names(sources, options).items():
+        job = Job(source, {})
+        problem = None
+        for kind, path in outputs.items():
+            ours = _relative(path, options.out) in previous
+            if path.exists() and ours and not options.overwrite and not path.is_symlink():
+                job.kept[kind] = path
+                continue
+            problem = problem or guard.problem(path, ours=ours)
+            job.outputs[kind] = path
+        if problem:
+            summary.failed.append({"input": str(source), "error": f"{source}: {problem}"})
+        elif not job.outputs:
             summary.skipped_existing += 1
-            continue
-        jobs.append(Job(source, outputs))
+        else:
+            jobs.append(job)
     return jobs
+
+
+def _relative(path: Path, out: Path) -> str:
+    """``path`` relative to the output folder, as the run record lists it."""
+    path, out = path.resolve(), out.resolve()
+    return path.relative_to(out).as_posix() if path.is_relative_to(out) else str(path)
 
 
 def _progress(total: int, enabled: bool, what: str = "images"):
@@ -208,35 +260,27 @@ def _progress(total: int, enabled: bool, what: str = "images"):
     )
 
 
-def check_writable(directory: Path) -> None:
-    """Fail early if ``directory`` cannot be created or written; creates nothing itself."""
-    existing = directory
-    while not existing.exists() and existing != existing.parent:
-        existing = existing.parent
-    if not existing.is_dir():
-        raise OutputError(f"cannot create output folder {directory}: {existing} is not a folder")
-    if not os.access(existing, os.W_OK | os.X_OK):
-        raise OutputError(f"output folder {directory} is not writable")
-
-
 def run_images(
-    segmenter: Segmenter, jobs: list[Job], options: InferOptions, summary: RunSummary
+    segmenter: Segmenter,
+    jobs: list[Job],
+    options: InferOptions,
+    guard: OutputGuard,
+    summary: RunSummary,
 ) -> None:
-    """Segment ``jobs`` through the pipeline; failures are recorded per image and skipped."""
+    """Segment ``jobs`` through the pipeline; failures are recorded per image, stopping faults stop."""
     if not jobs:
         return
-    for directory in {p.parent for job in jobs for p in job.outputs.values()}:
-        check_writable(directory)
     meta = {"model": str(segmenter.path), "threshold": segmenter.threshold}
 
     def load(job: Job) -> Prepared:
         rgb, _ = load_image(job.source, max_pixels=options.max_pixels)
-        return segmenter.prepare(rgb, keep_image=options.overlay)
+        return segmenter.prepare(rgb, keep_image="overlay" in job.outputs)
 
     def finish(job: Job, prepared: Prepared, output: np.ndarray) -> dict:
         prediction = segmenter.finish(output, prepared.size, keep_largest=options.keep_largest)
         return write_image_outputs(
             job.outputs,
+            guard,
             prepared.image,
             prediction.probability,
             prediction.mask,
@@ -249,13 +293,32 @@ def run_images(
     )
     with _Meter(len(jobs), options.progress, "images") as meter:
         for outcome in outcomes:
+            if outcome.error is not None and stops_the_run(outcome.error):
+                summary.stopped = _fault(outcome.error)
+                break
             if outcome.error is not None:
                 summary.failed.append(_failure(outcome.item.source, outcome.error))
             else:
                 summary.processed += 1
                 summary.images.append({"input": str(outcome.item.source), **outcome.result})
             meter.advance(summary.processed / (time.perf_counter() - start))
+        outcomes.close()
+    summary.not_done += (
+        len(jobs)
+        - summary.processed
+        - len([f for f in summary.failed if f["input"] in {str(j.source) for j in jobs}])
+    )
     summary.seconds += time.perf_counter() - start
+
+
+def stops_the_run(error: Exception) -> bool:
+    """A fault that would repeat for every remaining file."""
+    return isinstance(error, OSError) and error.errno in STOPPING_ERRNOS
+
+
+def _fault(error: OSError) -> str:
+    where = f": {error.filename}" if error.filename else ""
+    return f"{error.strerror or error}{where}"
 
 
 def _failure(source: Path, error: Exception) -> dict[str, str]:
@@ -313,19 +376,17 @@ def _overlay_frame(segmenter: Segmenter, keep_largest: bool):
     return finish
 
 
-def run_video(segmenter: Segmenter, path: Path, options: InferOptions, summary: RunSummary) -> None:
+def run_video(
+    segmenter: Segmenter, job: Job, options: InferOptions, guard: OutputGuard, summary: RunSummary
+) -> None:
     """Overlay video ``<stem>_overlay.mp4`` and per-frame CSV ``<stem>_frames.csv``."""
-    out_video = options.out / f"{path.stem}_overlay.mp4"
-    out_csv = options.out / f"{path.stem}_frames.csv"
-    if not options.overwrite and out_video.exists() and out_csv.exists():
-        summary.skipped_existing += 1
-        return
+    path = job.source
     capture = cv2.VideoCapture(str(path))
     if not capture.isOpened():
         raise ImageError(f"{path}: not a readable video")
-    options.out.mkdir(parents=True, exist_ok=True)
     fps = capture.get(cv2.CAP_PROP_FPS) or 25.0
-    tmp_video = out_video.with_name(f".{out_video.name}.tmp.mp4")
+    out_video, out_csv = job.outputs.get("video"), job.outputs.get("csv")
+    tmp_video = guard.temporary(out_video or out_csv, ".mp4")
     writer, rows = None, io.StringIO()
     table = csv.writer(rows)
     table.writerow(["frame", "area_px", "area_fraction", "regions", "ms"])
@@ -359,15 +420,20 @@ def run_video(segmenter: Segmenter, path: Path, options: InferOptions, summary: 
                 ]
             )
             last, frames = now, frames + 1
+        if writer is not None:
+            writer.release()
+            writer = None
+        if frames == 0:
+            raise ImageError(f"{path}: no frames could be decoded")
+        if out_video is not None:
+            guard.place(tmp_video, out_video)
+        if out_csv is not None:
+            guard.write(out_csv, rows.getvalue().encode())
     finally:
         capture.release()
         if writer is not None:
             writer.release()
-    if frames == 0:
         tmp_video.unlink(missing_ok=True)
-        raise ImageError(f"{path}: no frames could be decoded")
-    os.replace(tmp_video, out_video)
-    write_atomic(out_csv, rows.getvalue().encode())
     summary.videos += 1
     summary.frames += frames
     summary.seconds += time.perf_counter() - start
@@ -410,20 +476,53 @@ def run_camera(segmenter: Segmenter, index: int, show: bool, max_frames: int | N
 
 
 def infer(inputs: list[str], segmenter: Segmenter, options: InferOptions) -> RunSummary:
-    """Segment every input; bad inputs are recorded in the summary and skipped."""
-    summary = RunSummary(model=str(segmenter.path), providers=segmenter.active_providers)
-    images, videos, errors = collect_inputs(inputs, options.recursive)
-    summary.failed.extend(errors)
-    jobs = plan_jobs(images, options, summary)
-    run_images(segmenter, jobs, options, summary)
-    for video in videos:
+    """Segment every input; bad inputs are recorded in the summary and skipped.
+
+    Raises:
+        OutputError: before any work, when the output folder or its record forbids the run.
+    """
+    found = collect_inputs(inputs, options.recursive)
+    settings = run_settings(segmenter, options)
+    summary = RunSummary(
+        model=str(segmenter.path), providers=segmenter.active_providers, settings=settings
+    )
+    summary.failed.extend(found.errors)
+    check_output_folder(options.out)
+    record = read_record(options.out)
+    previous = check_record(record, settings, options)
+    guard = OutputGuard(overwrite=options.overwrite, inputs=[s.path for s in found.sources])
+    guard.check(options.out / RECORD_NAME, ours=record is not None)
+    jobs = plan_jobs(found.sources, options, guard, previous, summary)
+    videos = [j for j in jobs if j.source.suffix.lower() in VIDEO_SUFFIXES]
+    run_images(segmenter, [j for j in jobs if j not in videos], options, guard, summary)
+    for job in videos:
+        if summary.stopped:
+            summary.not_done += 1
+            continue
         try:
-            run_video(segmenter, video, options, summary)
-        except ImageError as exc:
-            summary.failed.append({"input": str(video), "error": str(exc)})
-    if summary.processed or summary.videos:
-        options.out.mkdir(parents=True, exist_ok=True)
-        write_atomic(
-            options.out / "summary.json", (json.dumps(summary.__dict__, indent=1) + "\n").encode()
-        )
+            run_video(segmenter, job, options, guard, summary)
+        except (ImageError, OutputError) as exc:
+            summary.failed.append(_failure(job.source, exc))
+        except OSError as exc:
+            if not stops_the_run(exc):
+                raise
+            summary.stopped = _fault(exc)
+    write_record(options.out, summary, previous, guard)
     return summary
+
+
+def write_record(out: Path, summary: RunSummary, previous: set[str], guard: OutputGuard) -> None:
+    """``summary.json``: this run's summary, its settings, and every output of ours in ``out``."""
+    created = {_relative(p, out) for p in guard.created}
+    if not created:  # nothing new: the earlier record stays as it is
+        return
+    record = {
+        "tool": RECORD_TOOL,
+        "record_version": RECORD_VERSION,
+        **summary.__dict__,
+        "outputs": sorted(previous | created),
+    }
+    try:
+        guard.write(out / RECORD_NAME, (json.dumps(record, indent=1) + "\n").encode(), ours=True)
+    except (OSError, OutputError) as exc:
+        summary.record_error = f"{RECORD_NAME} not written ({exc})"

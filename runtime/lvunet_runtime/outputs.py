@@ -8,7 +8,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from lvunet_runtime.image import write_atomic
+from lvunet_runtime.writer import OutputGuard
 
 OVERLAY_COLOUR = (0, 255, 0)  # RGB
 OVERLAY_ALPHA = 0.35
@@ -80,21 +80,23 @@ def region_stats(mask: np.ndarray, *, contours: bool = True) -> dict:
 
 def write_image_outputs(
     paths: dict[str, Path],
+    guard: OutputGuard,
     rgb: np.ndarray | None,
     probability: np.ndarray,
     mask: np.ndarray,
     meta: dict,
 ) -> dict:
-    """Write the requested outputs for one image; returns its summary statistics."""
-    paths["mask"].parent.mkdir(parents=True, exist_ok=True)
-    write_atomic(paths["mask"], encode_png(mask.astype(np.uint8) * 255, bilevel=True))
+    """Write the given outputs of one image (``mask``, ``overlay``, ``prob``, ``json``) through the
+    guard; returns its summary statistics."""
+    if "mask" in paths:
+        guard.write(paths["mask"], encode_png(mask.astype(np.uint8) * 255, bilevel=True))
     if "overlay" in paths and rgb is not None:
-        write_atomic(paths["overlay"], encode_png(overlay(rgb, mask)))
+        guard.write(paths["overlay"], encode_png(overlay(rgb, mask)))
     if "prob" in paths:
-        write_atomic(paths["prob"], encode_png((probability * 255 + 0.5).astype(np.uint8)))
+        guard.write(paths["prob"], encode_png((probability * 255 + 0.5).astype(np.uint8)))
     if "json" not in paths:  # the run summary needs only the area; regions cost a labelling pass
         area = int(np.count_nonzero(mask))
         return {"area_px": area, "area_fraction": area / mask.size}
     stats = region_stats(mask)
-    write_atomic(paths["json"], (json.dumps({**meta, **stats}, indent=1) + "\n").encode())
+    guard.write(paths["json"], (json.dumps({**meta, **stats}, indent=1) + "\n").encode())
     return {k: stats[k] for k in ("area_px", "area_fraction", "regions")}

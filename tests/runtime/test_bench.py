@@ -5,15 +5,13 @@ import json
 import onnxruntime as ort
 import pytest
 from lvunet_runtime.bench import parse_options, percentile
-from lvunet_runtime.cli import bench_app
 from lvunet_runtime.errors import LVUNetRuntimeError
-from typer.testing import CliRunner
 
-from tests.helpers import DATA, assert_one_line_error
+from tests.helpers import DATA, assert_one_line_error, cli
 
 
 def bench(*args):
-    return CliRunner().invoke(bench_app, [str(a) for a in args])
+    return cli("bench", *args)
 
 
 def test_parse_options():
@@ -97,7 +95,7 @@ def test_bench_errors():
         (["--threads", "two"], "integers"),
         (["--image-size", "512"], "takes 256x256"),
         (["--model", "nope.onnx"], "not found"),
-        (["--runs", "0"], "--runs must be at least 1"),
+        (["--runs", "0"], "Invalid value for '--runs'"),
     ):
         result = bench(*args)
         assert_one_line_error(result.exit_code, result.stderr, expected, "lvunet-bench")

@@ -1,4 +1,4 @@
-"""lvunet-infer and lvunet-eval: in process with typer's CliRunner, plus one end-to-end run in a fresh
+"""lvunet-infer and lvunet-eval: in process through the real entry wrapper, plus one end-to-end run in a fresh
 interpreter where torch and onnx cannot be imported. All on the bundled models."""
 
 import json
@@ -8,29 +8,26 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
-from lvunet_runtime.cli import eval_app, infer_app
 from PIL import Image
-from typer.testing import CliRunner
 
 from tests.helpers import (
     BUSI_IMAGE,
     DATA,
     KVASIR_IMAGE,
     assert_one_line_error,
+    cli,
     copy_pairs,
     no_torch_env,
     run_entry,
 )
 
-RUNNER = CliRunner()
-
 
 def infer(*args):
-    return RUNNER.invoke(infer_app, [str(a) for a in args])
+    return cli("infer", *args)
 
 
 def evaluate(*args):
-    return RUNNER.invoke(eval_app, [str(a) for a in args])
+    return cli("eval", *args)
 
 
 def one_line(result, expected, program="lvunet-infer", code=1):
@@ -161,7 +158,7 @@ def test_never_overwrites_an_input(tmp_path):
     Image.new("L", (10, 10), 7).save(decoy)
     before = decoy.read_bytes()
     result = infer(folder / "scan.jpg", decoy, "--out", folder)
-    assert result.exit_code == 2 and "would overwrite an input" in result.stderr
+    assert result.exit_code == 2 and "is an input of this run" in result.stderr
     assert decoy.read_bytes() == before
     assert (folder / "scan_mask_mask.png").is_file()  # a named input always runs, elsewhere
 
