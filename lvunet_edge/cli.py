@@ -17,7 +17,7 @@ app = typer.Typer(
 )
 
 
-@app.command()
+@app.command(epilog=EXIT_CODES_HELP)
 def train_command(
     data: Path | None = typer.Option(None, help="Folder with images/ and masks/."),
     out: Path = typer.Option(Path("runs/lvunet"), help="Run folder (checkpoints, logs, metrics)."),

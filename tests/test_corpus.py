@@ -935,3 +935,25 @@ def test_adding_json_to_a_rerun_keeps_the_masks(tmp_path):
     result = cli("infer", image, "--out", out, "--json")
     assert result.exit_code == 0 and (out / "scan.json").is_file()
     assert os.stat(out / "scan_mask.png").st_mtime_ns == stamp  # kept, not rewritten
+
+
+def test_training_fault_exits_2_and_says_how_to_continue(tmp_path, monkeypatch):
+    import lvunet_edge.train as train_module
+
+    def full_disk(path, *args, **kwargs):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path))
+
+    monkeypatch.setattr(train_module, "save_checkpoint", full_disk)
+    args = ["--data", DATA, "--out", tmp_path / "r", "--image-size", "128", "--epochs", "1"]
+    result = cli("train", *args, "--batch-size", "4", "--no-progress")
+    assert result.exit_code == 2 and "Traceback" not in result.stderr
+    line = result.stderr.strip().splitlines()[-1]
+    assert "No space left on device" in line and "--resume" in line
+
+
+@pytest.mark.parametrize("program", ["infer", "eval", "bench", "train", "export"])
+def test_every_help_documents_the_exit_codes(program):
+    result = cli(program, "--help")
+    assert result.exit_code == 0 and "Exit codes: 0 done; 1 refused" in " ".join(
+        result.stdout.split()
+    )

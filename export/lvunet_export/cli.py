@@ -15,7 +15,7 @@ app = typer.Typer(
 )
 
 
-@app.command()
+@app.command(epilog=EXIT_CODES_HELP)
 def export_command(
     ckpt: Path = typer.Option(..., help="Training checkpoint (best.pt from lvunet-train)."),
     out: Path = typer.Option(..., help="ONNX file to write."),

@@ -34,6 +34,7 @@ from lvunet_runtime.image import load_image
 from lvunet_runtime.metrics import confusion_counts, per_image_scores
 from lvunet_runtime.processing import resize_input, to_model_input
 from lvunet_runtime.session import Segmenter
+from lvunet_runtime.writer import OutputGuard
 
 from lvunet_edge import LVUNetError, load_checkpoint, reparameterize_model, require_slope_one
 from lvunet_edge.checkpoint import read_checkpoint
@@ -99,6 +100,7 @@ def export_onnx(
     """
     checkpoint, out = Path(checkpoint), Path(out)
     check_request(checkpoint, out, precision, calib, simplify, overwrite)
+    guard = OutputGuard(overwrite=overwrite, inputs=[checkpoint])
     report = ExportReport(out=str(out), precision=precision)
     trained, info = load_training_checkpoint(checkpoint, report)
     fused = reparameterize_model(trained)
@@ -116,7 +118,7 @@ def export_onnx(
         measure_accuracy(tmp, info, data, contract, report)
         report.size_bytes = tmp.stat().st_size
         os.chmod(tmp, 0o644)
-        os.replace(tmp, out)
+        guard.place(tmp, out)
     return report
 
 
@@ -135,10 +137,10 @@ def check_request(
         raise ExportError(f"--out {out} is a folder; give the path of the .onnx file to write")
     if out.exists() and checkpoint.exists() and out.resolve() == checkpoint.resolve():
         raise ExportError(f"--out {out} is the checkpoint itself; choose another file name")
-    if out.exists() and not overwrite:
-        raise ExportError(f"{out} exists; pass --overwrite to replace it")
-    if out.exists() and not out.is_file():
-        raise ExportError(f"--out {out} is not a regular file")
+    try:
+        OutputGuard(overwrite=overwrite, inputs=[checkpoint]).check(out)
+    except LVUNetRuntimeError as exc:
+        raise ExportError(str(exc)) from None
     if not out.parent.is_dir() or not os.access(out.parent, os.W_OK):
         raise ExportError(f"cannot write {out}: folder {out.parent} is missing or not writable")
     if precision == "int8" and calib is None:

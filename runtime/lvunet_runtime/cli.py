@@ -124,7 +124,7 @@ def _write_report(path: Path, text: str, overwrite: bool) -> None:
 infer_app = typer.Typer(add_completion=False, epilog=EXIT_CODES_HELP)
 
 
-@infer_app.command()
+@infer_app.command(epilog=EXIT_CODES_HELP)
 def infer_command(
     inputs: list[str] | None = typer.Argument(None, help="Images, folders, glob patterns, videos."),
     model: str | None = typer.Option(
@@ -224,7 +224,7 @@ def infer_command(
 eval_app = typer.Typer(add_completion=False, epilog=EXIT_CODES_HELP)
 
 
-@eval_app.command()
+@eval_app.command(epilog=EXIT_CODES_HELP)
 def eval_command(
     data: Path = typer.Option(..., help="Folder with images/ and masks/."),
     model: str | None = typer.Option(
@@ -270,7 +270,7 @@ def eval_command(
 bench_app = typer.Typer(add_completion=False, epilog=EXIT_CODES_HELP)
 
 
-@bench_app.command()
+@bench_app.command(epilog=EXIT_CODES_HELP)
 def bench_command(
     model: str | None = typer.Option(
         None, "--model", "-m", help="Bundled name (polyp, breast-ultrasound) or .onnx path."

@@ -501,12 +501,13 @@ def infer(inputs: list[str], segmenter: Segmenter, options: InferOptions) -> Run
             continue
         try:
             run_video(segmenter, job, options, guard, summary)
+        except OSError as exc:
+            if stops_the_run(exc):
+                summary.stopped = _fault(exc)
+            else:
+                summary.failed.append(_failure(job.source, exc))
         except (ImageError, OutputError) as exc:
             summary.failed.append(_failure(job.source, exc))
-        except OSError as exc:
-            if not stops_the_run(exc):
-                raise
-            summary.stopped = _fault(exc)
     write_record(options.out, summary, previous, guard)
     return summary
 
