@@ -1,0 +1,82 @@
+"""Packaging: the runtime wheel builds without a warning and carries its licence, README, models and
+samples; the three distributions share one version and one licence text."""
+
+import os
+import re
+import subprocess
+import sys
+import zipfile
+
+import tomllib
+
+from tests.helpers import ROOT
+
+DISTRIBUTIONS = {
+    "lvunet-edge": ROOT,
+    "lvunet-runtime": ROOT / "runtime",
+    "lvunet-export": ROOT / "export",
+}
+
+
+def test_one_version_one_licence():
+    versions = {
+        name: tomllib.loads((folder / "pyproject.toml").read_text())["project"]["version"]
+        for name, folder in DISTRIBUTIONS.items()
+    }
+    import lvunet_export
+    import lvunet_runtime
+
+    import lvunet_edge
+
+    modules = {lvunet_runtime.__version__, lvunet_edge.__version__, lvunet_export.__version__}
+    assert len(set(versions.values()) | modules) == 1, (versions, modules)
+    licences = {(folder / "LICENSE").read_text() for folder in DISTRIBUTIONS.values()}
+    assert len(licences) == 1 and "MIT License" in licences.pop()
+    for folder in DISTRIBUTIONS.values():
+        project = tomllib.loads((folder / "pyproject.toml").read_text())["project"]
+        assert project["license"] == "MIT" and project["license-files"] == ["LICENSE"]
+        assert (folder / project["readme"]).is_file()
+
+
+def test_runtime_wheel_builds_without_warnings(tmp_path):
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "wheel",
+            "--no-deps",
+            "-v",
+            "-w",
+            str(tmp_path),
+            str(ROOT / "runtime"),
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=600,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    # pip's own notes about this machine's index configuration are not build warnings
+    lines = [
+        line
+        for line in (result.stdout + result.stderr).splitlines()
+        if re.search(r"warn|deprecat", line, re.I)
+        and "is ignored: it is neither a file" not in line
+    ]
+    assert not lines, lines
+    (wheel,) = tmp_path.glob("lvunet_runtime-*.whl")
+    names = zipfile.ZipFile(wheel).namelist()
+    for expected in (
+        "licenses/LICENSE",
+        "models/polyp.onnx",
+        "models/breast-ultrasound.onnx",
+        "models/MODEL_CARD.md",
+        "samples/README.md",
+    ):
+        assert any(n.endswith(expected) for n in names), expected
+    metadata = (
+        zipfile.ZipFile(wheel).read(next(n for n in names if n.endswith("METADATA"))).decode()
+    )
+    assert "License-Expression: MIT" in metadata and "# lvunet-runtime" in metadata
