@@ -161,14 +161,32 @@ def infer_command(
     camera: int | None = typer.Option(None, min=0, help="Read live camera N instead of files."),
     show: bool = typer.Option(False, help="Show the overlay and frame rate in a window (camera)."),
     max_frames: int | None = typer.Option(None, min=1, help="Stop the camera after N frames."),
-    progress: bool = typer.Option(True, help="Progress bar for several images."),
+    progress: bool = typer.Option(True, help="Progress bar for several images and for videos."),
+    video_codec: str = typer.Option(
+        "vp8",
+        help="Overlay video format: vp8 (WebM, plays in browsers and Windows), vp9 (WebM, smaller, "
+        "4x slower to encode) or mp4v (MPEG-4 Part 2, fastest, not for browsers).",
+    ),
 ) -> None:
     """Segment images, folders and videos with an LV-UNet ONNX model."""
     import glob
 
-    from lvunet_runtime.infer import InferOptions, default_model_threads, infer, run_camera
+    from lvunet_runtime.infer import (
+        VIDEO_CODECS,
+        InferOptions,
+        default_model_threads,
+        infer,
+        run_camera,
+    )
     from lvunet_runtime.session import Segmenter
 
+    if video_codec not in VIDEO_CODECS:
+        _fail(
+            "lvunet-infer",
+            LVUNetRuntimeError(
+                f"--video-codec must be one of {', '.join(VIDEO_CODECS)}, not {video_codec!r}"
+            ),
+        )
     if not inputs and camera is None:
         _fail(
             "lvunet-infer",
@@ -200,6 +218,7 @@ def infer_command(
             keep_largest=keep_largest,
             max_pixels=max_pixels,
             progress=progress and sys.stderr.isatty(),
+            video_codec=video_codec,
         )
         summary = infer(inputs, segmenter, options)
     except LVUNetRuntimeError as exc:

@@ -19,6 +19,7 @@ import json
 import os
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -37,6 +38,12 @@ from lvunet_runtime.writer import OutputGuard, check_output_folder
 # Faults that would repeat for every remaining file: stop instead of failing each one.
 STOPPING_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM}
 RECORD_VERSION = 1
+# Overlay video formats, all encoded by OpenCV's own FFmpeg (LGPL build in the opencv wheels) with
+# libvpx (BSD): WebM VP8/VP9 play in every current browser and in Windows' default player; mp4v (MPEG-4
+# Part 2) is the fast fallback most players but no browser play. H.264 would need x264, which is GPL
+# (PyAV's wheels bundle it), so it is not offered. Encode speed at 640x480 on the 2-core test machine:
+# vp8 36-50 frames/s, vp9 9-10, mp4v 270.
+VIDEO_CODECS = {"vp8": ("VP80", ".webm"), "vp9": ("VP90", ".webm"), "mp4v": ("mp4v", ".mp4")}
 
 
 def default_workers() -> int:
@@ -68,6 +75,7 @@ class InferOptions:
     max_pixels: int = DEFAULT_MAX_PIXELS
     workers: int = field(default_factory=default_workers)
     progress: bool = True
+    video_codec: str = "vp8"
 
 
 @dataclass
@@ -89,6 +97,7 @@ class RunSummary:
     failed: list[dict[str, str]] = field(default_factory=list)
     videos: int = 0
     frames: int = 0
+    video_seconds: float = 0.0
     seconds: float = 0.0
     model: str = ""
     providers: list[str] = field(default_factory=list)
@@ -100,11 +109,17 @@ class RunSummary:
 
     def line(self) -> str:
         rate = self.processed / self.seconds if self.seconds else 0.0
-        parts = [
-            f"{self.processed} image(s) segmented in {self.seconds:.2f} s ({rate:.1f} images/s)"
-        ]
+        parts = []
+        if self.processed or not self.videos:
+            parts.append(
+                f"{self.processed} image(s) segmented in {self.seconds:.2f} s ({rate:.1f} images/s)"
+            )
         if self.videos:
-            parts.append(f"{self.videos} video(s), {self.frames} frames")
+            fps = self.frames / self.video_seconds if self.video_seconds else 0.0
+            parts.append(
+                f"{self.videos} video(s), {self.frames} frames in {self.video_seconds:.2f} s "
+                f"({fps:.1f} frames/s)"
+            )
         if self.skipped_existing:
             parts.append(f"{self.skipped_existing} skipped (outputs exist; --overwrite to redo)")
         if self.failed:
@@ -161,7 +176,11 @@ def _names(source: Source, options: InferOptions, stem: str) -> dict[str, Path]:
     if source.base is not None:
         folder = options.out / source.path.parent.relative_to(source.base)  # mirror a folder
     if source.is_video:
-        return {"video": folder / f"{stem}_overlay.mp4", "csv": folder / f"{stem}_frames.csv"}
+        extension = VIDEO_CODECS[options.video_codec][1]
+        return {
+            "video": folder / f"{stem}_overlay{extension}",
+            "csv": folder / f"{stem}_frames.csv",
+        }
     paths = {"mask": folder / f"{stem}_mask.png"}
     if options.overlay:
         paths["overlay"] = folder / f"{stem}_overlay.png"
@@ -379,14 +398,16 @@ def _overlay_frame(segmenter: Segmenter, keep_largest: bool):
 def run_video(
     segmenter: Segmenter, job: Job, options: InferOptions, guard: OutputGuard, summary: RunSummary
 ) -> None:
-    """Overlay video ``<stem>_overlay.mp4`` and per-frame CSV ``<stem>_frames.csv``."""
+    """Overlay video ``<stem>_overlay.webm`` (or ``.mp4``) and per-frame CSV ``<stem>_frames.csv``."""
     path = job.source
     capture = cv2.VideoCapture(str(path))
     if not capture.isOpened():
         raise ImageError(f"{path}: not a readable video")
     fps = capture.get(cv2.CAP_PROP_FPS) or 25.0
     out_video, out_csv = job.outputs.get("video"), job.outputs.get("csv")
-    tmp_video = guard.temporary(out_video or out_csv, ".mp4")
+    fourcc, extension = VIDEO_CODECS[options.video_codec]
+    tmp_video = guard.temporary(out_video or out_csv, extension)
+    total = int(capture.get(cv2.CAP_PROP_FRAME_COUNT) or 0)
     writer, rows = None, io.StringIO()
     table = csv.writer(rows)
     table.writerow(["frame", "area_px", "area_fraction", "regions", "ms"])
@@ -399,16 +420,18 @@ def run_video(
             _overlay_frame(segmenter, options.keep_largest),
             workers=options.workers,
         )
+        meter = _Meter(total, options.progress, "frames")
+        meter.__enter__()
         for outcome in outcomes:
             if outcome.error is not None:
                 raise ImageError(f"{path}: frame {frames}: {outcome.error}")
             view, stats = outcome.result
             if writer is None:
-                height, width = view.shape[:2]
-                writer = cv2.VideoWriter(
-                    str(tmp_video), cv2.VideoWriter_fourcc(*"mp4v"), fps, (width, height)
+                writer = _video_writer(
+                    tmp_video, fourcc, fps, view.shape[1::-1], options.video_codec
                 )
             writer.write(view)
+            meter.advance(frames / max(time.perf_counter() - start, 1e-9))
             now = time.perf_counter()
             table.writerow(
                 [
@@ -430,13 +453,40 @@ def run_video(
         if out_csv is not None:
             guard.write(out_csv, rows.getvalue().encode())
     finally:
+        if "meter" in locals():
+            meter.__exit__(None, None, None)
         capture.release()
         if writer is not None:
             writer.release()
         tmp_video.unlink(missing_ok=True)
     summary.videos += 1
     summary.frames += frames
-    summary.seconds += time.perf_counter() - start
+    summary.video_seconds += time.perf_counter() - start
+
+
+@contextmanager
+def _quiet_stderr() -> Iterator[None]:
+    """Silence C-level writes to stderr (OpenCV prints a codec-tag note for WebM that we cannot turn off)."""
+    try:
+        saved = os.dup(2)
+    except OSError:
+        yield
+        return
+    with open(os.devnull, "w") as null:
+        os.dup2(null.fileno(), 2)
+        try:
+            yield
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+
+
+def _video_writer(path: Path, fourcc: str, fps: float, size: tuple[int, int], codec: str):
+    with _quiet_stderr():
+        writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*fourcc), fps, size)
+    if not writer.isOpened():
+        raise ImageError(f"this OpenCV build cannot encode {codec} video; use --video-codec mp4v")
+    return writer
 
 
 def _show(view: np.ndarray, fps: float) -> bool:
