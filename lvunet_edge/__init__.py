@@ -1,40 +1,41 @@
-"""lvunet-edge, the training side: LV-UNet model, exact re-parametrization, checkpoints, training."""
+"""lvunet-edge, the training side: LV-UNet model, exact re-parametrization, checkpoints, training.
 
-from lvunet_edge.blocks import require_slope_one
-from lvunet_edge.checkpoint import load_checkpoint, read_checkpoint, save_checkpoint
-from lvunet_edge.errors import (
-    CheckpointError,
-    DataError,
-    FusionError,
-    InputSizeError,
-    LVUNetError,
-    WeightsError,
-)
-from lvunet_edge.model import LVUNet, LVUNetConfig, build_model, count_macs, count_parameters
-from lvunet_edge.pretrained import load_mobilenet_v3_weights
-from lvunet_edge.reparam import get_act_slope, reparameterize_model, set_act_slope, slope_schedule
+Names are imported lazily, so ``lvunet-train --help`` and ``--version`` answer without loading torch.
+"""
+
+from __future__ import annotations
+
+import importlib
 
 __version__ = "0.1.0"
 
-__all__ = [
-    "CheckpointError",
-    "DataError",
-    "FusionError",
-    "InputSizeError",
-    "LVUNet",
-    "LVUNetConfig",
-    "LVUNetError",
-    "WeightsError",
-    "build_model",
-    "count_macs",
-    "count_parameters",
-    "get_act_slope",
-    "load_checkpoint",
-    "load_mobilenet_v3_weights",
-    "read_checkpoint",
-    "reparameterize_model",
-    "require_slope_one",
-    "save_checkpoint",
-    "set_act_slope",
-    "slope_schedule",
-]
+_EXPORTS = {
+    "require_slope_one": "lvunet_edge.blocks",
+    "load_checkpoint": "lvunet_edge.checkpoint",
+    "read_checkpoint": "lvunet_edge.checkpoint",
+    "save_checkpoint": "lvunet_edge.checkpoint",
+    "CheckpointError": "lvunet_edge.errors",
+    "DataError": "lvunet_edge.errors",
+    "FusionError": "lvunet_edge.errors",
+    "InputSizeError": "lvunet_edge.errors",
+    "LVUNetError": "lvunet_edge.errors",
+    "WeightsError": "lvunet_edge.errors",
+    "LVUNet": "lvunet_edge.model",
+    "LVUNetConfig": "lvunet_edge.model",
+    "build_model": "lvunet_edge.model",
+    "count_macs": "lvunet_edge.model",
+    "count_parameters": "lvunet_edge.model",
+    "load_mobilenet_v3_weights": "lvunet_edge.pretrained",
+    "get_act_slope": "lvunet_edge.reparam",
+    "reparameterize_model": "lvunet_edge.reparam",
+    "set_act_slope": "lvunet_edge.reparam",
+    "slope_schedule": "lvunet_edge.reparam",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str):
+    if name in _EXPORTS:
+        return getattr(importlib.import_module(_EXPORTS[name]), name)
+    raise AttributeError(f"module 'lvunet_edge' has no attribute {name!r}")

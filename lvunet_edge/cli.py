@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 
 import typer
-from lvunet_runtime.cli import EXIT_CODES_HELP, EXIT_PARTIAL, run_command
+from lvunet_runtime.cli import EXIT_CODES_HELP, EXIT_PARTIAL, run_command, version_option
 from lvunet_runtime.errors import LVUNetRuntimeError
 
 app = typer.Typer(
@@ -43,6 +43,7 @@ def train_command(
     resume: Path | None = typer.Option(None, help="Continue the run in this folder."),
     progress: bool = typer.Option(True, help="Show a progress bar."),
     stop_after: int | None = typer.Option(None, help="Stop after N epochs (resume later)."),
+    version: bool = version_option("lvunet-train", "lvunet_edge"),
 ) -> None:
     """Train, keep the best epoch at slope 1, and evaluate it trained and fused on the test split."""
     from lvunet_edge.train import TrainConfig, train

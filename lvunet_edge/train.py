@@ -365,7 +365,10 @@ def load_data(run: Run, state: dict[str, Any] | None) -> None:
     run.masks = torch.from_numpy(train_set.masks).to(run.device)  # (N, S, S) uint8
     if run.main:
         write_split(run.run_dir / "split.json", split)
-        rules = ", ".join(f"{n} mask(s) binarised at {r}" for r, n in dataset.mask_rules.items())
+        rules = ", ".join(
+            f"{n} mask(s) empty" if r == "empty" else f"{n} mask(s) binarised at {r}"
+            for r, n in sorted(dataset.mask_rules.items())
+        )
         sizes = "/".join(str(len(run.sets[k].ids)) for k in ("train", "val", "test"))
         run.log(
             f"data: {len(dataset.ids)} pairs from {config.data} ({rules}); split {sizes} "

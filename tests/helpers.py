@@ -23,7 +23,7 @@ BLOCKER = textwrap.dedent(
     import sys
 
     class _Block:
-        BLOCKED = ("torch", "onnx", "onnxsim", "lvunet_edge", "lvunet_export")
+        BLOCKED = {blocked!r}
 
         def find_spec(self, name, path=None, target=None):
             if name.split(".")[0] in self.BLOCKED:
@@ -35,9 +35,12 @@ BLOCKER = textwrap.dedent(
 )
 
 
-def no_torch_env(folder: Path) -> dict[str, str]:
+RUNTIME_ONLY = ("torch", "onnx", "onnxsim", "lvunet_edge", "lvunet_export")
+
+
+def no_torch_env(folder: Path, blocked: tuple[str, ...] = RUNTIME_ONLY) -> dict[str, str]:
     """Environment variables under which torch, onnx and the other stages cannot be imported."""
-    (folder / "sitecustomize.py").write_text(BLOCKER)
+    (folder / "sitecustomize.py").write_text(BLOCKER.replace("{blocked!r}", repr(blocked)))
     return {**os.environ, "PYTHONPATH": str(folder)}
 
 

@@ -957,3 +957,22 @@ def test_every_help_documents_the_exit_codes(program):
     assert result.exit_code == 0 and "Exit codes: 0 done; 1 refused" in " ".join(
         result.stdout.split()
     )
+
+
+@pytest.mark.parametrize("program", ["infer", "eval", "bench", "train", "export"])
+def test_every_command_has_a_version(program):
+    import lvunet_runtime
+
+    result = cli(program, "--version")
+    assert result.exit_code == 0 and result.stdout.startswith(
+        f"lvunet-{program} {lvunet_runtime.__version__}"
+    )
+
+
+def test_training_help_and_version_do_not_import_torch(tmp_path):
+    from tests.helpers import no_torch_env, run_entry
+
+    env = no_torch_env(tmp_path, blocked=("torch", "onnx", "onnxsim"))
+    for flag in ("--help", "--version"):
+        result = run_entry("train", [flag], env)
+        assert result.returncode == 0 and "Traceback" not in result.stderr, result.stderr

@@ -6,7 +6,7 @@ import sys
 from pathlib import Path
 
 import typer
-from lvunet_runtime.cli import EXIT_CODES_HELP, run_command
+from lvunet_runtime.cli import EXIT_CODES_HELP, run_command, version_option
 
 app = typer.Typer(
     add_completion=False,
@@ -36,6 +36,7 @@ def export_command(
         None, help="Dataset folder for the test accuracy, if the recorded one is not here."
     ),
     overwrite: bool = typer.Option(False, help="Replace an existing output file."),
+    version: bool = version_option("lvunet-export", "lvunet_export"),
 ) -> None:
     """Export CKPT to OUT and prove that ONNX Runtime computes what the trained model computes."""
     from lvunet_runtime.errors import LVUNetRuntimeError

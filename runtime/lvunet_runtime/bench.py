@@ -19,18 +19,13 @@ from pathlib import Path
 
 from lvunet_runtime.errors import LVUNetRuntimeError
 
-TABLE_COLUMNS = (
-    "provider",
-    "threads",
-    "batch",
-    "median ms",
-    "p90 ms",
-    "p99 ms",
-    "images/s",
-    "first ms",
-    "create ms",
-    "peak MB",
-)
+# The default table fits 80 columns; --wide (and the JSON report, always) has everything.
+TABLE_COLUMNS = ("provider", "threads", "batch", "median ms", "p90 ms", "images/s")
+WIDE_COLUMNS = (*TABLE_COLUMNS, "p99 ms", "first ms", "create ms", "peak MB")
+
+
+def table_columns(wide: bool = False) -> tuple[str, ...]:
+    return WIDE_COLUMNS if wide else TABLE_COLUMNS
 
 
 def peak_rss_mb() -> float | None:
@@ -322,25 +317,23 @@ def run_benchmark(plan: BenchPlan, advance=lambda: None) -> dict:
     return report
 
 
-def table_rows(report: dict) -> list[list[str]]:
-    """One row of ``TABLE_COLUMNS`` strings per result (blank timings for unavailable ones)."""
+def table_rows(report: dict, wide: bool = False) -> list[list[str]]:
+    """One row of :func:`table_columns` strings per result (blank timings for unavailable ones)."""
+    width = len(table_columns(wide))
     rows = []
     for r in report["results"]:
         head = [r["provider"], str(r["threads"] or "auto"), str(r["batch"])]
         if r["status"] != "ok":
-            rows.append([*head, r["status"], *[""] * (len(TABLE_COLUMNS) - 4)])
+            rows.append([*head, r["status"], *[""] * (width - 4)])
             continue
         peak = r.get("peak_rss_mb")
-        rows.append(
-            [
-                *head,
-                f"{r['median_ms']:.2f}",
-                f"{r['p90_ms']:.2f}",
+        row = [*head, f"{r['median_ms']:.2f}", f"{r['p90_ms']:.2f}", f"{r['images_per_s']:.0f}"]
+        if wide:
+            row += [
                 f"{r['p99_ms']:.2f}",
-                f"{r['images_per_s']:.0f}",
                 f"{r['first_run_ms']:.1f}",
                 f"{r['session_create_ms']:.0f}",
                 "-" if peak is None else f"{peak:.0f}",
             ]
-        )
+        rows.append(row)
     return rows

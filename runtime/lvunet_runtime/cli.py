@@ -92,6 +92,48 @@ def run_command(app: typer.Typer, program: str, argv: list[str] | None = None) -
     return EXIT_DONE if code is None else int(code)
 
 
+def version_option(program: str, package: str = "lvunet_runtime"):
+    """A ``--version`` option for ``program`` that prints its version (and ONNX Runtime's) and exits."""
+
+    def show(value: bool) -> None:
+        if value:
+            import importlib
+
+            version = importlib.import_module(package).__version__
+            try:
+                from importlib.metadata import version as installed
+
+                ort = f"; onnxruntime {installed('onnxruntime')}"
+            except Exception:  # noqa: BLE001 - a missing or odd distribution only shortens the line
+                ort = ""
+            typer.echo(f"{program} {version} (Python {sys.version.split()[0]}{ort})")
+            raise typer.Exit(EXIT_DONE)
+
+    return typer.Option(
+        False, "--version", callback=show, is_eager=True, help="Print the version and exit."
+    )
+
+
+def list_models() -> list[str]:
+    """One line per bundled model: input size, training data and the accuracy measured on the file."""
+    from lvunet_runtime.session import Segmenter, bundled_models
+
+    lines = []
+    for name in bundled_models():
+        contract = Segmenter(name).contract
+        metrics = contract.test_metrics
+        accuracy = (
+            f"test IoU {metrics['iou']:.3f} / Dice {metrics['dice']:.3f} on {metrics['images']} images"
+            if metrics
+            else "no measured accuracy"
+        )
+        lines.append(
+            f"{name}: {contract.input_height}x{contract.input_width} {contract.precision}, "
+            f"{contract.label}; trained on {contract.training_dataset}; {accuracy} ({contract.split})"
+        )
+    return lines
+
+
 def _first_line(exc: BaseException) -> str:
     return str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
 
@@ -119,6 +161,28 @@ def _write_report(path: Path, text: str, overwrite: bool) -> None:
     from lvunet_runtime.writer import OutputGuard
 
     OutputGuard(overwrite=overwrite).write(path, text.encode())
+
+
+class _progress_bar:
+    """A transient rich progress bar on a terminal; a no-op elsewhere. Yields its advance callback."""
+
+    def __init__(self, total: int, what: str, enabled: bool) -> None:
+        self.enabled = enabled and total > 1 and sys.stderr.isatty()
+        self.total, self.what = total, what
+
+    def __enter__(self):
+        if not self.enabled:
+            return None
+        from rich.progress import Progress
+
+        self.progress = Progress(transient=True)
+        self.progress.start()
+        task = self.progress.add_task(self.what, total=self.total)
+        return lambda: self.progress.advance(task)
+
+    def __exit__(self, *exc) -> None:
+        if self.enabled:
+            self.progress.stop()
 
 
 infer_app = typer.Typer(add_completion=False, epilog=EXIT_CODES_HELP)
@@ -162,6 +226,10 @@ def infer_command(
     show: bool = typer.Option(False, help="Show the overlay and frame rate in a window (camera)."),
     max_frames: int | None = typer.Option(None, min=1, help="Stop the camera after N frames."),
     progress: bool = typer.Option(True, help="Progress bar for several images and for videos."),
+    models: bool = typer.Option(
+        False, "--list-models", help="List the bundled models (size, data, accuracy) and exit."
+    ),
+    version: bool = version_option("lvunet-infer"),
     video_codec: str = typer.Option(
         "vp8",
         help="Overlay video format: vp8 (WebM, plays in browsers and Windows), vp9 (WebM, smaller, "
@@ -180,6 +248,9 @@ def infer_command(
     )
     from lvunet_runtime.session import Segmenter
 
+    if models:
+        typer.echo("\n".join(list_models()))
+        return
     if video_codec not in VIDEO_CODECS:
         _fail(
             "lvunet-infer",
@@ -256,6 +327,8 @@ def eval_command(
     overwrite: bool = typer.Option(False, help="Replace an existing --json file."),
     provider: str | None = typer.Option(None),
     threads: int | None = typer.Option(None, min=1),
+    progress: bool = typer.Option(True, help="Progress bar."),
+    version: bool = version_option("lvunet-eval"),
 ) -> None:
     """Evaluate an ONNX model on images and masks at their own size (the deployable file itself)."""
     from lvunet_runtime.data import find_pairs, read_id_list
@@ -267,7 +340,8 @@ def eval_command(
         ids = None if split_file is None else read_id_list(split_file)
         pairs = find_pairs(data, ids)
         segmenter = Segmenter(model, providers=_providers(provider), threads=threads)
-        result = evaluate(segmenter, pairs)
+        with _progress_bar(len(pairs), "evaluating", progress) as advance:
+            result = evaluate(segmenter, pairs, progress=advance)
     except LVUNetRuntimeError as exc:
         _fail("lvunet-eval", exc)
     typer.echo(
@@ -308,6 +382,10 @@ def bench_command(
     end_to_end_dir: Path | None = typer.Option(
         None, "--end-to-end", help="Also time whole images from this folder."
     ),
+    wide: bool = typer.Option(
+        False, help="All columns in the table (p99, first run, session creation, peak memory)."
+    ),
+    version: bool = version_option("lvunet-bench"),
 ) -> None:
     """Benchmark an LV-UNet ONNX model; each combination runs in its own process."""
     from rich.console import Console
@@ -315,9 +393,9 @@ def bench_command(
     from rich.table import Table
 
     from lvunet_runtime.bench import (
-        TABLE_COLUMNS,
         plan_benchmark,
         run_benchmark,
+        table_columns,
         table_rows,
         to_markdown,
     )
@@ -337,11 +415,14 @@ def bench_command(
     table = Table(
         title=f"lvunet-bench: {plan.model.name} ({plan.precision}) on {plan.machine['cpu']}"
     )
-    for column in TABLE_COLUMNS:
-        table.add_column(column)
-    for row in table_rows(report):
+    for column in table_columns(wide):
+        table.add_column(column, overflow="fold")
+    for row in table_rows(report, wide):
         table.add_row(*row)
-    Console().print(table)
+    console = Console()
+    if wide:  # a wide table is wider than 80 columns by design; let it be
+        console = Console(width=max(console.width, 130))
+    console.print(table)
     if report.get("end_to_end"):
         e = report["end_to_end"]
         typer.echo(

@@ -107,7 +107,8 @@ def find_pairs(root: str | Path, ids: list[str] | None = None) -> list[Pair]:
 def read_mask(path: str | Path) -> tuple[np.ndarray, str]:
     """A mask file as a boolean (H, W) array, and the rule used to binarise it.
 
-    0/1 masks are binarised at ``> 0``; 8-bit masks at ``> 127``; 16-bit masks at half their range.
+    0/1 masks are binarised at ``> 0``; 8-bit masks at ``> 127``; 16-bit masks at half their range;
+    an all-zero mask is reported as ``empty`` (no rule was needed).
 
     Raises:
         ImageError: missing, not an image, corrupt.
@@ -123,6 +124,8 @@ def read_mask(path: str | Path) -> tuple[np.ndarray, str]:
                 array, top = np.asarray(image.convert("L")), 255
     except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as exc:
         raise ImageError(f"{path}: unreadable mask ({exc})") from None
+    if array.max(initial=0) == 0:
+        return array > 0, "empty"
     if array.max(initial=0) <= 1:
         return array > 0, ">0"
     return array > top // 2, f">{top // 2}"

@@ -111,3 +111,12 @@ def test_peak_memory_without_the_unix_resource_module(monkeypatch):
     monkeypatch.setitem(sys.modules, "resource", None)  # as on Windows
     monkeypatch.setitem(sys.modules, "psutil", None)
     assert bench_module.peak_rss_mb() is None
+
+
+def test_default_table_fits_80_columns_and_wide_has_everything():
+    args = ["--threads", "1", "--batch-sizes", "1", "--runs", "2", "--warmup", "0"]
+    narrow = bench(*args)
+    assert narrow.exit_code == 0 and "median ms" in narrow.stdout and "peak MB" not in narrow.stdout
+    assert max(len(line) for line in narrow.stdout.splitlines()) <= 80
+    wide = bench(*args, "--wide")
+    assert wide.exit_code == 0 and "peak" in wide.stdout and "create" in wide.stdout

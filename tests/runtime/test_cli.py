@@ -185,7 +185,9 @@ def test_video(tmp_path):
         while capture.read()[0]:
             decoded += 1
         assert decoded == 5, name
-    real = run_entry("infer", [video, "--out", out / "real"])  # the console script, in a new process
+    real = run_entry(
+        "infer", [video, "--out", out / "real"]
+    )  # the console script, in a new process
     assert real.returncode == 0 and real.stderr == "", real.stderr  # OpenCV's codec note kept out
 
 
@@ -262,3 +264,11 @@ def test_named_pipe_is_skipped_not_waited_on(tmp_path):
     result = infer(tmp_path / "pipe.jpg", BUSI_IMAGE, "--out", out)
     assert result.exit_code == 2 and "not a regular file" in result.stderr
     assert (out / "busi__benign_110_mask.png").is_file()
+
+
+def test_list_models_names_each_bundled_model_with_its_accuracy():
+    result = infer("--list-models")
+    assert result.exit_code == 0
+    lines = result.stdout.strip().splitlines()
+    assert [line.split(":")[0] for line in lines] == ["breast-ultrasound", "polyp"]
+    assert all("256x256" in line and "test IoU" in line for line in lines)

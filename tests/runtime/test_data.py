@@ -66,6 +66,9 @@ def test_masks_binarised_by_their_range(tmp_path):
         image.save(tmp_path / name)
         mask, found = read_mask(tmp_path / name)
         assert found == rule and mask.dtype == bool and mask.sum() == 15 * 20, name
+    Image.new("L", (8, 8)).save(tmp_path / "empty.png")
+    mask, found = read_mask(tmp_path / "empty.png")
+    assert found == "empty" and not mask.any()
     (tmp_path / "junk.png").write_text("junk")
     with pytest.raises(ImageError, match="unreadable mask"):
         read_mask(tmp_path / "junk.png")
