@@ -1,10 +1,11 @@
-"""Move the bundled models' metadata to contract version 2 and measure their accuracy on the file itself.
+"""Move the bundled models' metadata to the current contract and measure their accuracy on the file itself.
 
     python benchmarks/migrate_bundled_models.py --shared ../shared/data
 
 The graphs are untouched (their masks on the samples are checked by tests/runtime/test_session.py); only
-the metadata changes: ``contract_version`` 2, ``training_size`` 256x256 (both trained at 256, see
-benchmarks/results/gpu-h200-2026-11-26/session2-*/train.log), and ``test_metrics`` replaced by the
+the metadata changes: ``contract_version`` 3, ``training_size`` 256x256 (both trained at 256, see
+benchmarks/results/gpu-h200-2026-11-26/session2-*/train.log), ``training_image_sha256`` (content hashes
+of the run's train + validation images, for lvunet-eval's overlap warning), and ``test_metrics`` replaced by the
 numbers of the written file through lvunet_runtime on the run's recorded test split, each image at its
 own size (the v1 files carried the checkpoint's torch numbers at 256x256, copied).
 """
@@ -21,7 +22,7 @@ from pathlib import Path
 import onnx
 from lvunet_export.export import ACCURACY_KEYS, embed_contract
 from lvunet_runtime.contract import CONTRACT_VERSION
-from lvunet_runtime.data import find_pairs
+from lvunet_runtime.data import content_hash, find_pairs
 from lvunet_runtime.evaluate import evaluate
 from lvunet_runtime.session import MODELS_DIR, Segmenter
 
@@ -49,11 +50,16 @@ def migrate(name: str, shared: Path) -> dict:
     split = json.loads((RUNS / run / "split.json").read_text())
     path = MODELS_DIR / f"{name}.onnx"
     old = Segmenter(path).contract
-    contract = replace(
-        old, contract_version=CONTRACT_VERSION, training_size=(256, 256), test_metrics={}
-    )
     with tempfile.TemporaryDirectory() as scratch:
         data = combined(shared, datasets, Path(scratch) / "data")
+        seen = find_pairs(data, split["train"] + split["val"])
+        contract = replace(
+            old,
+            contract_version=CONTRACT_VERSION,
+            training_size=(256, 256),
+            training_image_sha256=tuple(sorted({content_hash(p.image) for p in seen})),
+            test_metrics={},
+        )
         tmp = Path(scratch) / "model.onnx"
         embed_contract(onnx.load(str(path)), contract, tmp)
         result = evaluate(Segmenter(tmp, providers=["cpu"]), find_pairs(data, split["test"]))

@@ -13,13 +13,13 @@ import json
 import math
 import random
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import torch
 from lvunet_runtime.contract import ModelContract
-from lvunet_runtime.data import Pair, listing, read_id_list, read_mask
+from lvunet_runtime.data import Pair, content_hash, listing, read_id_list, read_mask
 from lvunet_runtime.errors import DataError, LVUNetRuntimeError
 from lvunet_runtime.image import load_image
 from lvunet_runtime.processing import channel_index, normalisation, resize_input, resize_mask
@@ -33,6 +33,7 @@ class ArrayDataset:
     images: np.ndarray
     masks: np.ndarray
     mask_rules: dict[str, int]
+    hashes: dict[str, str] = field(default_factory=dict)  # id -> image file content hash
 
     def subset(self, ids: list[str]) -> ArrayDataset:
         index = {i: k for k, i in enumerate(self.ids)}
@@ -40,10 +41,11 @@ class ArrayDataset:
         if missing:
             raise DataError(listing(f"{len(missing)} split id(s) not in the data", missing))
         rows = [index[i] for i in ids]
-        return ArrayDataset(list(ids), self.images[rows], self.masks[rows], self.mask_rules)
+        hashes = {i: self.hashes[i] for i in ids if i in self.hashes}
+        return ArrayDataset(list(ids), self.images[rows], self.masks[rows], self.mask_rules, hashes)
 
 
-def _decode(pair: Pair, contract: ModelContract) -> tuple[np.ndarray, np.ndarray, str] | str:
+def _decode(pair: Pair, contract: ModelContract) -> tuple[np.ndarray, np.ndarray, str, str] | str:
     try:
         rgb, _ = load_image(pair.image)
     except LVUNetRuntimeError as exc:
@@ -57,7 +59,8 @@ def _decode(pair: Pair, contract: ModelContract) -> tuple[np.ndarray, np.ndarray
             f"size mismatch for {pair.id}: image {rgb.shape[1]}x{rgb.shape[0]}, "
             f"mask {mask.shape[1]}x{mask.shape[0]}"
         )
-    return resize_input(rgb, contract), resize_mask(mask, contract).astype(np.uint8), rule
+    resized = resize_input(rgb, contract), resize_mask(mask, contract).astype(np.uint8)
+    return (*resized, rule, content_hash(pair.image))
 
 
 def load_dataset(pairs: list[Pair], contract: ModelContract, workers: int = 4) -> ArrayDataset:
@@ -72,13 +75,14 @@ def load_dataset(pairs: list[Pair], contract: ModelContract, workers: int = 4) -
     if problems:
         raise DataError(listing(f"{len(problems)} bad pair(s)", problems))
     rules: dict[str, int] = {}
-    for _, _, rule in results:
+    for _, _, rule, _ in results:
         rules[rule] = rules.get(rule, 0) + 1
     return ArrayDataset(
         ids=[p.id for p in pairs],
         images=np.stack([r[0] for r in results]),
         masks=np.stack([r[1] for r in results]),
         mask_rules=rules,
+        hashes={p.id: r[3] for p, r in zip(pairs, results, strict=True)},
     )
 
 

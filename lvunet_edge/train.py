@@ -360,6 +360,11 @@ def load_data(run: Run, state: dict[str, Any] | None) -> None:
         ) from None
     if not run.sets["train"].ids:
         raise LVUNetError("the training split is empty; add data or change the split")
+    if (
+        state is None
+    ):  # the contract names the images the model has seen (lvunet-eval warns about them)
+        seen = {dataset.hashes[i] for k in ("train", "val") for i in split[k]}
+        run.contract = replace(run.contract, training_image_sha256=tuple(sorted(seen)))
     train_set = run.sets["train"]
     run.images = torch.from_numpy(train_set.images).to(run.device)  # (N, S, S, 3) uint8, resident
     run.masks = torch.from_numpy(train_set.masks).to(run.device)  # (N, S, S) uint8

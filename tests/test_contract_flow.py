@@ -269,3 +269,19 @@ def test_export_refuses_to_write_over_its_checkpoint(random_checkpoint, tmp_path
     with pytest.raises(ExportError, match="is a folder"):
         export_onnx(copy, tmp_path)
     assert copy.read_bytes() == before
+
+
+def test_eval_names_the_images_the_model_was_trained_on(trained_run, tmp_path):
+    run_dir, _ = trained_run
+    out = tmp_path / "m.onnx"
+    export_onnx(run_dir / "best.pt", out, simplify=False)
+    split = json.loads((run_dir / "split.json").read_text())
+    seen = set(split["train"]) | set(split["val"])
+    assert len(Segmenter(out).contract.training_image_sha256) == len(seen)
+    report = tmp_path / "r.json"
+    result = cli("eval", "--model", out, "--data", DATA, "--json", report)
+    assert result.exit_code == 0
+    assert f"{len(seen)} of 16 images were in the model's training data" in result.stderr
+    data = json.loads(report.read_text())
+    assert set(data["in_training"]) == seen
+    assert data["not_in_training"]["images"] == len(split["test"])

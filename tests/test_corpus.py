@@ -13,13 +13,14 @@ import errno
 import json
 import os
 import shutil
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
 
 import cv2
 import numpy as np
 import pytest
 import torch
+from lvunet_runtime.contract import ModelContract
 from PIL import Image
 
 from tests.helpers import (
@@ -32,6 +33,7 @@ from tests.helpers import (
     edit_metadata,
 )
 
+CONTRACT_FIELDS = [f.name for f in fields(ModelContract)]
 POLYP = Path(__file__).resolve().parents[1] / "runtime" / "lvunet_runtime" / "models" / "polyp.onnx"
 
 
@@ -272,42 +274,7 @@ CASES = [
         INFER,
         1,
         "lacks the LV-UNet metadata contract",
-        lambda t, f: [
-            _image(t),
-            "--model",
-            _model(
-                t,
-                **{
-                    k: None
-                    for k in (
-                        "input_name",
-                        "output_name",
-                        "input_layout",
-                        "input_height",
-                        "input_width",
-                        "dynamic_batch",
-                        "channel_order",
-                        "pixel_scale",
-                        "mean",
-                        "std",
-                        "resize_interpolation",
-                        "output_meaning",
-                        "threshold",
-                        "label",
-                        "precision",
-                        "model_config",
-                        "training_dataset",
-                        "split",
-                        "validation_metrics",
-                        "source_sha256",
-                        "versions",
-                        "contract_version",
-                        "training_size",
-                        "test_metrics",
-                    )
-                },
-            ),
-        ],
+        lambda t, f: [_image(t), "--model", _model(t, **{k: None for k in CONTRACT_FIELDS})],
     ),
     Case(
         "M size 100000",

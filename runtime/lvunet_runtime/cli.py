@@ -352,6 +352,19 @@ def eval_command(
     )
     typer.echo("worst: " + ", ".join(f"{r['id']} (Dice {r['dice']:.3f})" for r in result["worst"]))
     typer.echo("slowest: " + ", ".join(f"{r['id']} ({r['ms']:.1f} ms)" for r in result["slowest"]))
+    seen = result["in_training"]
+    if seen:
+        rest = result["not_in_training"]
+        on_rest = (
+            f"on the other {rest['images']}: IoU {rest['iou']:.4f}  Dice {rest['dice']:.4f}"
+            if rest
+            else "no image outside it"
+        )
+        typer.echo(
+            f"lvunet-eval: warning: {len(seen)} of {result['images']} images were in the model's "
+            f"training data (e.g. {', '.join(seen[:3])}); {on_rest}",
+            err=True,
+        )
     for skipped in result["skipped"]:
         typer.echo(f"lvunet-eval: skipped: {skipped}", err=True)
     if json_out:

@@ -5,8 +5,10 @@ mask. ``lvunet-train`` builds its inputs from it and records it in every checkpo
 writes it into the ONNX file's ``metadata_props``, and the runtime reads it back and validates it before
 any image is run, so producer and consumer cannot drift apart.
 
-Versions: ``1`` (the first exports) and ``2`` (adds ``training_size``; ``test_metrics`` is measured on the
-written file and absent when no test data were at hand). The runtime reads both.
+Versions: ``1`` (the first exports); ``2`` (adds ``training_size``; ``test_metrics`` is measured on the
+written file and absent when no test data were at hand); ``3`` (adds ``training_image_sha256``, content
+hashes of the images the model was trained and validated on, so ``lvunet-eval`` can say which evaluated
+images it has already seen). The runtime reads all three.
 """
 
 from __future__ import annotations
@@ -19,8 +21,8 @@ from typing import Any
 from lvunet_runtime.errors import ModelError
 
 PREFIX = "lvunet."
-CONTRACT_VERSION = "2"
-READABLE_VERSIONS = ("1", "2")
+CONTRACT_VERSION = "3"
+READABLE_VERSIONS = ("1", "2", "3")
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 SIZE_MULTIPLE = 128  # LV-UNet halves the input seven times
@@ -30,7 +32,8 @@ CHANNEL_ORDERS = ("RGB", "BGR")
 OUTPUT_MEANINGS = ("logits", "probability")
 PRECISIONS = ("fp32", "fp16", "int8")
 # Keys a file may leave out: added after version 1, or written only when measured.
-OPTIONAL = {"training_size": None, "test_metrics": {}}
+OPTIONAL = {"training_size": None, "test_metrics": {}, "training_image_sha256": ()}
+HASH_LENGTH = 16  # hex digits kept of each image file's sha256 (64 bits: no accidental collision)
 
 # The one input layout: float32 NCHW, normalised by the runtime. (A uint8 NHWC variant that normalised
 # inside the graph was measured no faster end to end, 124-143 vs 126-140 images/s, and was dropped.)
@@ -68,6 +71,7 @@ class ModelContract:
     model_config: dict[str, Any] = field(default_factory=dict)
     training_dataset: str = ""
     training_size: tuple[int, int] | None = None
+    training_image_sha256: tuple[str, ...] = ()
     split: str = ""
     test_metrics: dict[str, Any] = field(default_factory=dict)
     validation_metrics: dict[str, Any] = field(default_factory=dict)
@@ -89,6 +93,7 @@ class ModelContract:
         """Plain data (lists, dicts, numbers, strings): fit for JSON and ``weights_only`` checkpoints."""
         data = asdict(self)
         data["mean"], data["std"] = list(self.mean), list(self.std)
+        data["training_image_sha256"] = list(self.training_image_sha256)
         if self.training_size is not None:
             data["training_size"] = list(self.training_size)
         return data
@@ -105,7 +110,7 @@ class ModelContract:
         if unknown:
             raise ModelError(f"{source}: unknown model contract field(s) {unknown}")
         values = dict(data)
-        for key in ("mean", "std", "training_size"):
+        for key in ("mean", "std", "training_size", "training_image_sha256"):
             if isinstance(values.get(key), list):
                 values[key] = tuple(values[key])
         try:
@@ -121,7 +126,7 @@ class ModelContract:
         return {
             PREFIX + k: json.dumps(v)
             for k, v in self.to_dict().items()
-            if not (k in OPTIONAL and v == OPTIONAL[k])
+            if not (k in OPTIONAL and v in (OPTIONAL[k], [], None))
         }
 
     @classmethod
@@ -218,4 +223,10 @@ def _first_problem(c: ModelContract) -> str | None:
         not isinstance(size, tuple) or len(size) != 2 or not all(_is_int(v) and v > 0 for v in size)
     ):
         return f"training_size must be two positive integers (height, width), not {size!r}"
+    hashes = c.training_image_sha256
+    if not isinstance(hashes, tuple) or not all(
+        isinstance(h, str) and len(h) == HASH_LENGTH and set(h) <= set("0123456789abcdef")
+        for h in hashes
+    ):
+        return f"training_image_sha256 must be a list of {HASH_LENGTH}-digit hex strings"
     return None

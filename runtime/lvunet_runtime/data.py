@@ -7,6 +7,7 @@ binarise through these functions, so they score the same pixels.
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -129,6 +130,16 @@ def read_mask(path: str | Path) -> tuple[np.ndarray, str]:
     if array.max(initial=0) <= 1:
         return array > 0, ">0"
     return array > top // 2, f">{top // 2}"
+
+
+def content_hash(path: str | Path) -> str:
+    """The first 16 hex digits of the file's sha256: how a model's metadata names its training images
+    (identical files match; a re-encoded copy does not)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()[:16]
 
 
 def read_id_list(path: str | Path) -> list[str]:

@@ -12,15 +12,16 @@ from collections.abc import Callable
 
 import numpy as np
 
-from lvunet_runtime.data import Pair, read_mask
+from lvunet_runtime.data import Pair, content_hash, read_mask
 from lvunet_runtime.errors import ImageError
 from lvunet_runtime.image import load_image
 from lvunet_runtime.metrics import confusion_counts, per_image_scores, summarize
 from lvunet_runtime.session import Segmenter
 
 
-def score_pair(segmenter: Segmenter, pair: Pair) -> dict:
-    """One pair: the model's mask against the ground truth, at the image's own size."""
+def score_pair(segmenter: Segmenter, pair: Pair, seen: frozenset[str] = frozenset()) -> dict:
+    """One pair: the model's mask against the ground truth, at the image's own size; ``in_training``
+    when the image file's content hash is among the model's training images."""
     rgb, _ = load_image(pair.image)
     target, _ = read_mask(pair.mask)
     if target.shape != rgb.shape[:2]:
@@ -42,6 +43,7 @@ def score_pair(segmenter: Segmenter, pair: Pair) -> dict:
         "fp": fp,
         "fn": fn,
         "ms": ms,
+        "in_training": bool(seen) and content_hash(pair.image) in seen,
     }
 
 
@@ -57,23 +59,31 @@ def evaluate(
         ImageError: no pair could be scored (names the first problem).
     """
     rows, skipped = [], []
+    seen = frozenset(segmenter.contract.training_image_sha256)
     for pair in pairs:
         try:
-            rows.append(score_pair(segmenter, pair))
+            rows.append(score_pair(segmenter, pair, seen))
         except ImageError as exc:
             skipped.append(str(exc))
         if progress is not None:
             progress()
     if not rows:
         raise ImageError(f"no pair could be scored: {skipped[0] if skipped else 'no pairs'}")
-    counts = np.array([[r["tp"], r["fp"], r["fn"], 0] for r in rows], np.int64).reshape(-1, 4)
+    unseen = [r for r in rows if not r["in_training"]]
     return {
         "model": str(segmenter.path),
         "providers": segmenter.active_providers,
-        **summarize(counts),
+        **_metrics(rows),
+        "in_training": [r["id"] for r in rows if r["in_training"]],
+        "not_in_training": _metrics(unseen) if unseen and len(unseen) < len(rows) else None,
         "median_ms": float(np.median([r["ms"] for r in rows])) if rows else float("nan"),
         "worst": sorted(rows, key=lambda r: r["dice"])[:5],
         "slowest": sorted(rows, key=lambda r: -r["ms"])[:5],
         "per_image": rows,
         "skipped": skipped,
     }
+
+
+def _metrics(rows: list[dict]) -> dict:
+    counts = np.array([[r["tp"], r["fp"], r["fn"], 0] for r in rows], np.int64).reshape(-1, 4)
+    return summarize(counts)

@@ -8,7 +8,11 @@ from lvunet_runtime.errors import ModelError
 
 
 def _metadata(**changes) -> dict[str, str]:
-    metadata = ModelContract(training_size=(256, 256), test_metrics={"iou": 0.5}).to_metadata()
+    metadata = ModelContract(
+        training_size=(256, 256),
+        test_metrics={"iou": 0.5},
+        training_image_sha256=("0123456789abcdef",),
+    ).to_metadata()
     for key, value in changes.items():
         if value is None:
             metadata.pop(f"lvunet.{key}")
@@ -39,11 +43,16 @@ def test_empty_optional_fields_are_left_out():
     assert ModelContract.from_metadata(metadata) == ModelContract()
 
 
-def test_version_1_files_still_load():
-    metadata = _metadata(contract_version="1", training_size=None, test_metrics=None)
-    contract = ModelContract.from_metadata(metadata)
-    assert contract.contract_version == "1" and contract.training_size is None
-    assert CONTRACT_VERSION == "2"
+@pytest.mark.parametrize("version", ["1", "2"])
+def test_earlier_versions_still_load(version):
+    """Files written under earlier versions (users have exported such files) keep loading."""
+    dropped = {"training_image_sha256": None}
+    if version == "1":
+        dropped.update(training_size=None, test_metrics=None)
+    contract = ModelContract.from_metadata(_metadata(contract_version=version, **dropped))
+    assert contract.contract_version == version and contract.training_image_sha256 == ()
+    assert (contract.training_size is None) == (version == "1")
+    assert CONTRACT_VERSION == "3"
 
 
 @pytest.mark.parametrize(
@@ -72,6 +81,10 @@ def test_version_1_files_still_load():
         ({"model_config": [1, 2]}, "model_config must be a mapping"),
         ({"precision": "fp8"}, "precision must be one of"),
         ({"output_name": None}, "missing ['output_name']"),
+        (
+            {"training_image_sha256": ["xyz"]},
+            "training_image_sha256 must be a list of 16-digit hex",
+        ),
     ],
 )
 def test_invalid_fields_are_one_line_model_errors(changes, message):
