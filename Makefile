@@ -8,6 +8,7 @@
 #   test-oldest   Python 3.10: runtime tests + demo, newest pins for 3.10    ~0.5 min install + ~0.3 min
 #   test-newest   Python 3.13: runtime tests + demo                          ~0.5 min install + ~0.3 min
 #   test-lowest   Python 3.10 with the runtime's declared minimum versions  ~0.5 min install + ~0.2 min
+#   test-ray      the runtime + ray[data] (~300 MB): lvunet-infer --ray     ~1 min install + ~0.5 min
 # An interpreter that is missing is skipped with a message, except under CI=true, where it fails.
 PYTHON ?= python3
 VENV ?= .venv
@@ -24,14 +25,14 @@ TORCH_INDEX ?= https://download.pytorch.org/whl/cpu
 TORCH_INDEX_OPTION = $(shell $(PYTHON) -c "import urllib.request as u; u.urlopen('$(TORCH_INDEX)/torch/', timeout=5)" >/dev/null 2>&1 && echo --extra-index-url $(TORCH_INDEX))
 DEMO_ARGS = --overlay --json --no-progress
 
-.PHONY: test test-full test-runtime test-oldest test-newest test-lowest demo lint clean
+.PHONY: test test-full test-runtime test-oldest test-newest test-lowest test-ray demo lint clean
 
 $(VENV)/.installed: pyproject.toml export/pyproject.toml runtime/pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(VENV)/bin/python -m pip install -q $(TORCH_INDEX_OPTION) -c constraints.txt -e . -e ./runtime -e ./export pytest
 	touch $@
 
-test: test-full test-runtime test-oldest test-newest test-lowest
+test: test-full test-runtime test-oldest test-newest test-lowest test-ray
 
 test-full: $(VENV)/.installed
 	$(VENV)/bin/python -m pytest
@@ -70,6 +71,15 @@ test-newest:
 test-lowest:
 	$(call runtime_env,$(PYTHON_OLDEST),constraints-lowest.txt,lowest,3.10,PYTHON_OLDEST)
 
+# Ray's tests live in tests/ray/check_ray.py (not collected by the main suite, where Ray is absent).
+.venv-ray/.installed: runtime/pyproject.toml constraints.txt
+	$(PYTHON) -m venv .venv-ray
+	.venv-ray/bin/python -m pip install -q -c constraints.txt './runtime[ray]' pytest
+	touch $@
+
+test-ray: .venv-ray/.installed
+	.venv-ray/bin/python -m pytest tests/ray/check_ray.py -p no:cacheprovider -W ignore::UserWarning
+
 $(DEMO_VENV)/.installed: runtime/pyproject.toml
 	$(PYTHON) -m venv $(DEMO_VENV)
 	$(DEMO_VENV)/bin/python -m pip install -q ./runtime
@@ -83,4 +93,4 @@ lint: $(VENV)/.installed
 	$(VENV)/bin/python -m pip install -q ruff && $(VENV)/bin/ruff check . && $(VENV)/bin/ruff format --check .
 
 clean:
-	rm -rf $(VENV) $(DEMO_VENV) $(RUNTIME_VENV) .venv-oldest .venv-newest .venv-lowest lvunet-output
+	rm -rf $(VENV) $(DEMO_VENV) $(RUNTIME_VENV) .venv-oldest .venv-newest .venv-lowest .venv-ray lvunet-output

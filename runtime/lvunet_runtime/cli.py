@@ -229,6 +229,24 @@ def infer_command(
     models: bool = typer.Option(
         False, "--list-models", help="List the bundled models (size, data, accuracy) and exit."
     ),
+    input_list: Path | None = typer.Option(
+        None, help="Also take the input paths listed in this text file (one per line, # comments)."
+    ),
+    num_parts: int = typer.Option(
+        1, min=1, help="Split the inputs into N parts (deterministic) and run only --part-id."
+    ),
+    part_id: int = typer.Option(0, min=0, help="Which part to run, 0 to N-1 (with --num-parts)."),
+    merge: bool = typer.Option(
+        False, help="Combine the part records in --out into summary.json and report the whole job."
+    ),
+    ray: bool = typer.Option(
+        False,
+        help="Run on Ray (a local cluster, or --ray-address): pip install 'lvunet-runtime[ray]'.",
+    ),
+    ray_address: str | None = typer.Option(None, help="Address of a running Ray cluster."),
+    ray_actors: int | None = typer.Option(
+        None, min=1, help="Ray actors, one ONNX Runtime session each (default: one per 2 CPUs)."
+    ),
     version: bool = version_option("lvunet-infer"),
     video_codec: str = typer.Option(
         "vp8",
@@ -251,6 +269,14 @@ def infer_command(
     if models:
         typer.echo("\n".join(list_models()))
         return
+    if merge:
+        _merge_command(out)
+        return
+    if part_id >= num_parts:
+        _fail(
+            "lvunet-infer",
+            LVUNetRuntimeError(f"--part-id must be 0..{num_parts - 1}, not {part_id}"),
+        )
     if video_codec not in VIDEO_CODECS:
         _fail(
             "lvunet-infer",
@@ -258,15 +284,18 @@ def infer_command(
                 f"--video-codec must be one of {', '.join(VIDEO_CODECS)}, not {video_codec!r}"
             ),
         )
-    if not inputs and camera is None:
+    if not inputs and camera is None and input_list is None:
         _fail(
             "lvunet-infer",
             LVUNetRuntimeError(
                 "give at least one INPUT (image, folder, pattern, video) or --camera N"
             ),
         )
+    inputs = inputs or []
     many = camera is None and (
-        len(inputs) > 1 or any(Path(i).is_dir() or glob.has_magic(i) for i in inputs)
+        len(inputs) > 1
+        or input_list is not None
+        or any(Path(i).is_dir() or glob.has_magic(i) for i in inputs)
     )
     if threads is None and many:  # leave cores to the decode/write threads of the pipeline
         threads = default_model_threads()
@@ -290,6 +319,13 @@ def infer_command(
             max_pixels=max_pixels,
             progress=progress and sys.stderr.isatty(),
             video_codec=video_codec,
+            num_parts=num_parts,
+            part_id=part_id,
+            input_list=input_list,
+            ray=ray,
+            ray_address=ray_address,
+            ray_actors=ray_actors,
+            providers=_providers(provider),
         )
         summary = infer(inputs, segmenter, options)
     except LVUNetRuntimeError as exc:
@@ -308,6 +344,23 @@ def infer_command(
             err=True,
         )
     if summary.partial:
+        raise typer.Exit(EXIT_PARTIAL)
+
+
+def _merge_command(out: Path) -> None:
+    """``lvunet-infer --merge --out OUT``: one summary for the parts of a sharded job."""
+    from lvunet_runtime.infer import merge_parts
+
+    try:
+        merged = merge_parts(out)
+    except LVUNetRuntimeError as exc:
+        _fail("lvunet-infer", exc)
+    typer.echo(f"merged: {merged.line()} -> {out / 'summary.json'}")
+    if merged.stopped:
+        typer.echo(f"lvunet-infer: error: {merged.stopped}", err=True)
+    for failure in merged.failed:
+        typer.echo(f"lvunet-infer: failed: {failure['error']}", err=True)
+    if merged.partial:
         raise typer.Exit(EXIT_PARTIAL)
 
 

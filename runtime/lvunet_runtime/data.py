@@ -142,7 +142,7 @@ def content_hash(path: str | Path) -> str:
     return digest.hexdigest()[:16]
 
 
-def read_id_list(path: str | Path) -> list[str]:
+def read_id_list(path: str | Path, what: str = "split file") -> list[str]:
     """One id per line; blank lines and ``#`` comments ignored (``shared/data/splits/*.txt``).
 
     Raises:
@@ -150,12 +150,12 @@ def read_id_list(path: str | Path) -> list[str]:
     """
     path = Path(path)
     if not path.is_file():
-        raise DataError(f"split file not found: {path}")
+        raise DataError(f"{what} not found: {path}")
     try:
         text = path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
-        raise DataError(f"split file {path} is not readable text ({exc})") from None
+        raise DataError(f"{what} {path} is not readable text ({exc})") from None
     ids = [s for line in text.splitlines() if (s := line.strip()) and not s.startswith("#")]
     if not ids:
-        raise DataError(f"split file {path} lists no ids")
+        raise DataError(f"{what} {path} lists nothing")
     return ids

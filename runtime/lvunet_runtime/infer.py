@@ -29,7 +29,17 @@ import numpy as np
 from lvunet_runtime.data import VIDEO_SUFFIXES
 from lvunet_runtime.errors import ImageError, OutputError
 from lvunet_runtime.image import DEFAULT_MAX_PIXELS, load_image
-from lvunet_runtime.inputs import RECORD_NAME, RECORD_TOOL, Source, collect_inputs, read_record
+from lvunet_runtime.inputs import (
+    RECORD_NAME,
+    RECORD_TOOL,
+    Source,
+    collect_inputs,
+    in_part,
+    read_path_list,
+    read_record,
+    read_records,
+    record_name,
+)
 from lvunet_runtime.outputs import overlay, region_stats, write_image_outputs
 from lvunet_runtime.pipeline import run_pipeline
 from lvunet_runtime.session import Prepared, Segmenter
@@ -76,6 +86,17 @@ class InferOptions:
     workers: int = field(default_factory=default_workers)
     progress: bool = True
     video_codec: str = "vp8"
+    num_parts: int = 1
+    part_id: int = 0
+    input_list: Path | None = None
+    ray: bool = False
+    ray_address: str | None = None
+    ray_actors: int | None = None
+    providers: list[str] | None = None
+
+    @property
+    def record_name(self) -> str:
+        return record_name(self.num_parts, self.part_id)
 
 
 @dataclass
@@ -106,6 +127,7 @@ class RunSummary:
     not_done: int = 0
     stopped: str = ""
     record_error: str = ""
+    ray: dict = field(default_factory=dict)
 
     def line(self) -> str:
         rate = self.processed / self.seconds if self.seconds else 0.0
@@ -144,31 +166,32 @@ def run_settings(segmenter: Segmenter, options: InferOptions) -> dict:
     }
 
 
-def check_record(record: dict | None, settings: dict, options: InferOptions) -> set[str]:
-    """The outputs an earlier run of ours left in ``--out`` (relative paths), after checking that it ran
-    with the same settings.
+def check_records(records: list[dict], settings: dict, options: InferOptions) -> set[str]:
+    """The outputs earlier runs of ours left in ``--out`` (relative paths, every part's), after checking
+    that they ran with the same settings.
 
     Raises:
-        OutputError: the earlier run used other settings (names the first that differs), or
-            ``summary.json`` there is not ours; ``--overwrite`` allows both.
+        OutputError: an earlier run used other settings (names the first that differs), or this run's
+            record file there is not ours; ``--overwrite`` allows both.
     """
-    record_path = options.out / RECORD_NAME
-    if record is None:
-        if (record_path.exists() or record_path.is_symlink()) and not options.overwrite:
+    record_path = options.out / options.record_name
+    ours = {r.get("record_file", RECORD_NAME) for r in records}
+    if (record_path.exists() or record_path.is_symlink()) and options.record_name not in ours:
+        if not options.overwrite:
             raise OutputError(
                 f"{record_path} exists and is not an lvunet-infer run record; choose another --out "
                 "or pass --overwrite"
             )
-        return set()
-    previous = record.get("settings", {})
-    for key, value in settings.items():
-        if previous.get(key) != value and not options.overwrite:
-            what = "model file" if key == "model_sha256" else key.replace("_", "-")
-            raise OutputError(
-                f"{options.out} holds outputs made with another {what} ({previous.get(key)!r}, now "
-                f"{value!r}); choose another --out, or pass --overwrite to redo them"
-            )
-    return set(record["outputs"])
+    for record in records:
+        previous = record.get("settings", {})
+        for key, value in settings.items():
+            if previous.get(key) != value and not options.overwrite:
+                what = "model file" if key == "model_sha256" else key.replace("_", "-")
+                raise OutputError(
+                    f"{options.out} holds outputs made with another {what} ({previous.get(key)!r}, now "
+                    f"{value!r}); choose another --out, or pass --overwrite to redo them"
+                )
+    return {o for r in records for o in r["outputs"]}
 
 
 def _names(source: Source, options: InferOptions, stem: str) -> dict[str, Path]:
@@ -233,7 +256,10 @@ def plan_jobs(
     """One job per source with the outputs still to write; sources whose outputs all exist from an
     earlier run are skipped; a source whose outputs may not be written is a failure, before any work."""
     jobs = []
-    for source, outputs in unique_names(sources, options).items():
+    part = {s.path for s in sources if in_part(s, options.num_parts, options.part_id)}
+    for source, outputs in unique_names(sources, options).items():  # names from all parts: stable
+        if source not in part:
+            continue
         job = Job(source, {})
         problem = None
         for kind, path in outputs.items():
@@ -531,6 +557,8 @@ def infer(inputs: list[str], segmenter: Segmenter, options: InferOptions) -> Run
     Raises:
         OutputError: before any work, when the output folder or its record forbids the run.
     """
+    if options.input_list is not None:
+        inputs = [*inputs, *read_path_list(options.input_list)]
     found = collect_inputs(inputs, options.recursive)
     settings = run_settings(segmenter, options)
     summary = RunSummary(
@@ -538,13 +566,31 @@ def infer(inputs: list[str], segmenter: Segmenter, options: InferOptions) -> Run
     )
     summary.failed.extend(found.errors)
     check_output_folder(options.out)
-    record = read_record(options.out)
-    previous = check_record(record, settings, options)
+    previous = check_records(read_records(options.out), settings, options)
     guard = OutputGuard(overwrite=options.overwrite, inputs=[s.path for s in found.sources])
-    guard.check(options.out / RECORD_NAME, ours=record is not None)
+    guard.check(
+        options.out / options.record_name,
+        ours=read_record(options.out, options.record_name) is not None,
+    )
     jobs = plan_jobs(found.sources, options, guard, previous, summary)
     videos = [j for j in jobs if j.source.suffix.lower() in VIDEO_SUFFIXES]
-    run_images(segmenter, [j for j in jobs if j not in videos], options, guard, summary)
+    images = [j for j in jobs if j not in videos]
+    if options.ray:  # images on the cluster; videos (sequential by nature) here
+        from lvunet_runtime.distributed import run_images_ray
+
+        run_images_ray(
+            str(segmenter.path),
+            options.providers,
+            segmenter.threshold,
+            images,
+            options,
+            summary,
+            address=options.ray_address,
+            actors=options.ray_actors,
+        )
+        guard.created |= {p.resolve() for job in images for p in job.outputs.values() if p.exists()}
+    else:
+        run_images(segmenter, images, options, guard, summary)
     for job in videos:
         if summary.stopped:
             summary.not_done += 1
@@ -558,22 +604,80 @@ def infer(inputs: list[str], segmenter: Segmenter, options: InferOptions) -> Run
                 summary.failed.append(_failure(job.source, exc))
         except (ImageError, OutputError) as exc:
             summary.failed.append(_failure(job.source, exc))
-    write_record(options.out, summary, previous, guard)
+    write_record(options, summary, previous, guard)
     return summary
 
 
-def write_record(out: Path, summary: RunSummary, previous: set[str], guard: OutputGuard) -> None:
-    """``summary.json``: this run's summary, its settings, and every output of ours in ``out``."""
+def write_record(
+    options: InferOptions, summary: RunSummary, previous: set[str], guard: OutputGuard
+) -> None:
+    """The run record: this run's summary, its settings, and every output of ours in ``--out``."""
+    out = options.out
     created = {_relative(p, out) for p in guard.created}
     if not created:  # nothing new: the earlier record stays as it is
         return
     record = {
         "tool": RECORD_TOOL,
         "record_version": RECORD_VERSION,
+        "record_file": options.record_name,
+        "num_parts": options.num_parts,
+        "part_id": options.part_id,
         **summary.__dict__,
         "outputs": sorted(previous | created),
     }
     try:
-        guard.write(out / RECORD_NAME, (json.dumps(record, indent=1) + "\n").encode(), ours=True)
+        guard.write(
+            out / options.record_name, (json.dumps(record, indent=1) + "\n").encode(), ours=True
+        )
     except (OSError, OutputError) as exc:
-        summary.record_error = f"{RECORD_NAME} not written ({exc})"
+        summary.record_error = f"{options.record_name} not written ({exc})"
+
+
+def merge_parts(out: Path) -> RunSummary:
+    """Combine the part records of a sharded job into ``summary.json``, the whole job's record.
+
+    Raises:
+        OutputError: no part records, parts of different splits or settings, or parts missing (named).
+    """
+    parts = [r for r in read_records(out) if r.get("num_parts", 1) > 1]
+    if not parts:
+        raise OutputError(f"{out} holds no part records (summary.part-K-of-N.json) to merge")
+    sizes = {r["num_parts"] for r in parts}
+    if len(sizes) > 1:
+        raise OutputError(
+            f"{out} holds parts of different splits ({sorted(sizes)} parts); merge one job at a time"
+        )
+    settings = [r["settings"] for r in parts]
+    if any(s != settings[0] for s in settings):
+        raise OutputError(f"the parts in {out} ran with different settings; rerun them alike")
+    (num_parts,) = sizes
+    missing = sorted(set(range(num_parts)) - {r["part_id"] for r in parts})
+    merged = RunSummary(
+        model=parts[0]["model"], providers=parts[0]["providers"], settings=settings[0]
+    )
+    for r in sorted(parts, key=lambda r: r["part_id"]):
+        for key in ("processed", "skipped_existing", "videos", "frames", "not_done"):
+            setattr(merged, key, getattr(merged, key) + r.get(key, 0))
+        merged.seconds = max(merged.seconds, r.get("seconds", 0.0))  # parts run side by side
+        merged.failed += r.get("failed", [])
+        merged.images += r.get("images", [])
+    if missing:
+        merged.stopped = f"part(s) {missing} of {num_parts} have not run (or wrote no record)"
+    options = InferOptions(out=out)
+    guard = OutputGuard()
+    outputs = {o for r in parts for o in r["outputs"]}
+    record = {
+        "tool": RECORD_TOOL,
+        "record_version": RECORD_VERSION,
+        "record_file": RECORD_NAME,
+        "num_parts": 1,
+        "part_id": 0,
+        "merged_parts": num_parts,
+        **merged.__dict__,
+        "outputs": sorted(outputs),
+    }
+    ours = read_record(out) is not None
+    guard.write(
+        options.out / RECORD_NAME, (json.dumps(record, indent=1) + "\n").encode(), ours=ours
+    )
+    return merged

@@ -10,6 +10,7 @@ segment its own masks. A file named explicitly on the command line always runs (
 from __future__ import annotations
 
 import glob
+import hashlib
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,6 +19,12 @@ from lvunet_runtime.data import IMAGE_SUFFIXES, VIDEO_SUFFIXES
 
 RECORD_NAME = "summary.json"
 RECORD_TOOL = "lvunet-infer"
+PART_RECORD_GLOB = "summary.part-*-of-*.json"
+
+
+def record_name(num_parts: int = 1, part_id: int = 0) -> str:
+    """``summary.json`` for a whole run, ``summary.part-K-of-N.json`` for one part of a sharded job."""
+    return RECORD_NAME if num_parts == 1 else f"summary.part-{part_id}-of-{num_parts}.json"
 
 
 @dataclass(frozen=True)
@@ -40,9 +47,15 @@ class Inputs:
     errors: list[dict[str, str]] = field(default_factory=list)
 
 
-def read_record(folder: Path) -> dict | None:
-    """The run record in ``folder`` if one of our runs wrote it; None otherwise (or unreadable)."""
-    path = folder / RECORD_NAME
+def read_records(folder: Path) -> list[dict]:
+    """Every run record of ours in ``folder``: the whole run's and each part's of a sharded job."""
+    paths = [folder / RECORD_NAME, *sorted(folder.glob(PART_RECORD_GLOB))]
+    return [r for r in (read_record(folder, p.name) for p in paths) if r is not None]
+
+
+def read_record(folder: Path, name: str = RECORD_NAME) -> dict | None:
+    """The run record ``name`` in ``folder`` if one of our runs wrote it; None otherwise (or unreadable)."""
+    path = folder / name
     if not path.is_file():
         return None
     try:
@@ -59,8 +72,7 @@ def read_record(folder: Path) -> dict | None:
 
 def _recorded_outputs(folder: Path, cache: dict[Path, set[Path]]) -> set[Path]:
     if folder not in cache:
-        record = read_record(folder)
-        cache[folder] = {(folder / o).resolve() for o in record["outputs"]} if record else set()
+        cache[folder] = {(folder / o).resolve() for r in read_records(folder) for o in r["outputs"]}
     return cache[folder]
 
 
@@ -79,6 +91,30 @@ def _media(paths, cache) -> list[Path]:
         and p.suffix.lower() in IMAGE_SUFFIXES + VIDEO_SUFFIXES
         and not _ours(p, cache)
     ]
+
+
+def read_path_list(path: str | Path) -> list[str]:
+    """Input paths from a text file, one per line, as if given on the command line (blank lines and
+    ``#`` comments ignored): how an archive index is fed in.
+
+    Raises:
+        DataError: the list is missing, not text, or empty.
+    """
+    from lvunet_runtime.data import read_id_list
+
+    return read_id_list(path, "input list")
+
+
+def in_part(source: Source, num_parts: int, part_id: int) -> bool:
+    """Whether ``source`` belongs to part ``part_id`` of ``num_parts`` (nnU-Net's convention, K from 0).
+
+    The key is the path below the folder it was found in (or the path as given), hashed, so the split is
+    the same on every rerun and every machine, whatever order the file system lists files in.
+    """
+    if num_parts == 1:
+        return True
+    key = source.path.relative_to(source.base).as_posix() if source.base else source.path.as_posix()
+    return int(hashlib.sha256(key.encode()).hexdigest()[:16], 16) % num_parts == part_id
 
 
 def collect_inputs(arguments: list[str], recursive: bool) -> Inputs:

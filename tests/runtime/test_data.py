@@ -80,7 +80,7 @@ def test_split_files_skip_comments_and_blanks(tmp_path):
     with pytest.raises(DataError, match="not found"):
         read_id_list(tmp_path / "none.txt")
     (tmp_path / "empty.txt").write_text("# nothing\n")
-    with pytest.raises(DataError, match="lists no ids"):
+    with pytest.raises(DataError, match="lists nothing"):
         read_id_list(tmp_path / "empty.txt")
     (tmp_path / "binary.txt").write_bytes(b"\xff\xfe\x00\x81")
     with pytest.raises(DataError, match="not readable text"):
