@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import warnings
 from pathlib import Path
 
 from lvunet_runtime.errors import LVUNetRuntimeError
@@ -149,7 +150,10 @@ def run_images_ray(
         concurrency=count,
         num_cpus=reserve,
     )
-    for row in results.iter_rows():
+    with warnings.catch_warnings():  # Ray Data's notes on how few blocks a small job has
+        warnings.simplefilter("ignore", UserWarning)
+        rows = list(results.iter_rows())
+    for row in rows:
         outcome = json.loads(row["result"])
         if "ok" in outcome:
             summary.processed += 1
