@@ -78,6 +78,11 @@ def _quiet_ray_logs() -> None:
         logging.getLogger(name).setLevel(logging.ERROR)
 
 
+def _wants_gpu(providers: list[str] | None) -> bool:
+    names = [p.lower() for p in providers or []]
+    return any(n in ("cuda", "tensorrt", "trt") or "cuda" in n or "tensorrt" in n for n in names)
+
+
 def actor_layout(actors: int | None, cpus: float) -> tuple[int, float, int]:
     """(actors, CPUs reserved per actor, ONNX Runtime threads per actor) for a cluster with ``cpus``.
 
@@ -149,6 +154,7 @@ def run_images_ray(
         batch_size=8,
         concurrency=count,
         num_cpus=reserve,
+        **({"num_gpus": 1} if _wants_gpu(providers) else {}),  # one GPU per actor (untested here)
     )
     with warnings.catch_warnings():  # Ray Data's notes on how few blocks a small job has
         warnings.simplefilter("ignore", UserWarning)

@@ -110,3 +110,17 @@ def test_ray_missing_is_one_line(monkeypatch, tmp_path):
     monkeypatch.setitem(sys.modules, "ray", None)
     result = cli("infer", DATA / "images", "--out", tmp_path / "o", "--ray")
     assert result.exit_code == 1 and "pip install 'lvunet-runtime[ray]'" in result.stderr
+
+
+def test_ray_actor_layout_leaves_room_for_ray_data():
+    from lvunet_runtime.distributed import _wants_gpu, actor_layout
+
+    assert actor_layout(2, 2.0) == (2, 0.75, 1)  # 1.5 of 2 CPUs reserved: tasks always have room
+    assert actor_layout(None, 16.0) == (8, 1.0, 2)
+    count, reserve, _ = actor_layout(4, 2.0)
+    assert count * reserve <= 1.5
+    assert (
+        _wants_gpu(["cuda"])
+        and _wants_gpu(["TensorrtExecutionProvider"])
+        and not _wants_gpu(["cpu"])
+    )
