@@ -10,6 +10,7 @@ machine the actors get fractional CPUs, so Ray Data's own tasks are never starve
 from __future__ import annotations
 
 import json
+import math
 import os
 import warnings
 from pathlib import Path
@@ -92,7 +93,7 @@ def actor_layout(actors: int | None, cpus: float) -> tuple[int, float, int]:
     count = actors or max(1, int(cpus) // 2)
     reserve = max(0.1, min(1.0, (cpus - 0.5) / count))
     threads = max(1, int(cpus // count))
-    return count, round(reserve, 2), threads
+    return count, math.floor(reserve * 100) / 100, threads  # rounded down: never over the budget
 
 
 def run_images_ray(
