@@ -20,7 +20,7 @@ from pathlib import Path
 from lvunet_runtime.errors import LVUNetRuntimeError
 
 # The default table fits 80 columns; --wide (and the JSON report, always) has everything.
-TABLE_COLUMNS = ("provider", "threads", "batch", "median ms", "p90 ms", "images/s")
+TABLE_COLUMNS = ("provider", "threads", "batch", "median ms", "p90 ms", "images/s", "Dice/cpu")
 WIDE_COLUMNS = (*TABLE_COLUMNS, "p99 ms", "first ms", "create ms", "peak MB")
 
 
@@ -76,16 +76,51 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[index]
 
 
+def split_spec(spec: str) -> tuple[str, str | None]:
+    """``openvino:bf16`` -> (``openvino``, ``bf16``); ``cpu`` -> (``cpu``, None)."""
+    name, _, precision = spec.partition(":")
+    return name.strip(), precision.strip() or None
+
+
+def mask_agreement(segmenter, reference) -> dict:
+    """Mean and lowest per-image Dice of ``segmenter``'s masks against ``reference``'s (CPU fp32) on the
+    bundled sample images, each at its own size."""
+    from lvunet_runtime.image import load_image
+    from lvunet_runtime.metrics import confusion_counts, per_image_scores
+
+    samples = sorted((Path(__file__).parent / "samples").glob("*.jpg"))
+    dices = []
+    for path in samples:
+        rgb, _ = load_image(path)
+        a, b = segmenter.predict(rgb).mask, reference.predict(rgb).mask
+        dices.append(float(per_image_scores(confusion_counts(a[None], b[None]))[1][0]))
+    return {
+        "dice_vs_cpu_fp32": sum(dices) / len(dices),
+        "min_dice_vs_cpu_fp32": min(dices),
+        "images": len(dices),
+    }
+
+
 def bench_one(
-    model: str, provider: str, threads: int | None, batch: int, runs: int, warmup: int
+    model: str,
+    provider: str,
+    threads: int | None,
+    batch: int,
+    runs: int,
+    warmup: int,
+    device: str | None = None,
 ) -> dict:
-    """One combination, in this process: session creation, first run, warm latency distribution."""
+    """One combination, in this process: session creation, first run, warm latency distribution, the
+    nodes each provider ran, and mask agreement with the CPU provider in fp32."""
     import numpy as np
 
     from lvunet_runtime.session import Segmenter
 
+    name, precision = split_spec(provider)
     start = time.perf_counter()
-    segmenter = Segmenter(model, providers=[provider], threads=threads)
+    segmenter = Segmenter(
+        model, providers=[name], threads=threads, precision=precision, device=device
+    )
     created = time.perf_counter() - start
     contract = segmenter.contract
     rng = np.random.default_rng(0)
@@ -122,7 +157,10 @@ def bench_one(
         "images_per_s": batch / median * 1e3,
         "peak_rss_mb": peak_rss_mb(),
         "precision": contract.precision,
+        "inference_precision": precision or "fp32",
         "input_size": [contract.input_height, contract.input_width],
+        "node_placement": segmenter.node_placement(),
+        **mask_agreement(segmenter, Segmenter(model, providers=["cpu"])),
     }
 
 
@@ -135,7 +173,11 @@ def _in_subprocess(
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     if result.returncode != 0:
-        lines = result.stderr.strip().splitlines()
+        lines = [
+            line
+            for line in result.stderr.strip().splitlines()
+            if "Error" in line or "error" in line
+        ] or result.stderr.strip().splitlines()
         return {
             "provider": provider,
             "threads": threads,
@@ -180,7 +222,13 @@ def parse_options(
     """Validate the comma-separated CLI lists (``threads`` may include ``auto``)."""
     names = [p.strip() for p in providers.split(",") if p.strip()]
     if not names:
-        raise LVUNetRuntimeError("--providers needs at least one name, e.g. cpu or cpu,cuda")
+        raise LVUNetRuntimeError(
+            "--providers needs at least one name, e.g. cpu or cpu,openvino:bf16"
+        )
+    for spec in names:
+        precision = split_spec(spec)[1]
+        if precision not in (None, "fp32", "fp16", "bf16"):
+            raise LVUNetRuntimeError(f"precision in {spec!r} must be fp32, fp16 or bf16")
     thread_list: list[int | None] = []
     for value in threads.split(","):
         value = value.strip()
@@ -277,13 +325,14 @@ def plan_benchmark(
 
 def run_benchmark(plan: BenchPlan, advance=lambda: None) -> dict:
     """Every (provider, threads, batch) combination in its own process; the report as a dict."""
-    from lvunet_runtime.session import PROVIDER_ALIASES
+    from lvunet_runtime.session import INSTALL_HINTS, PROVIDER_ALIASES
 
     results = []
     for provider in plan.providers:
         for thread_count in plan.threads:
             for batch in plan.batches:
-                full = PROVIDER_ALIASES.get(provider.lower(), provider)
+                name = split_spec(provider)[0]
+                full = PROVIDER_ALIASES.get(name.lower(), name)
                 if full not in plan.machine["providers"]:
                     results.append(
                         {
@@ -291,6 +340,7 @@ def run_benchmark(plan: BenchPlan, advance=lambda: None) -> dict:
                             "threads": thread_count,
                             "batch": batch,
                             "status": "unavailable",
+                            "install": INSTALL_HINTS.get(full, "not an ONNX Runtime provider name"),
                         }
                     )
                 else:
@@ -327,7 +377,13 @@ def table_rows(report: dict, wide: bool = False) -> list[list[str]]:
             rows.append([*head, r["status"], *[""] * (width - 4)])
             continue
         peak = r.get("peak_rss_mb")
-        row = [*head, f"{r['median_ms']:.2f}", f"{r['p90_ms']:.2f}", f"{r['images_per_s']:.0f}"]
+        row = [
+            *head,
+            f"{r['median_ms']:.2f}",
+            f"{r['p90_ms']:.2f}",
+            f"{r['images_per_s']:.0f}",
+            f"{r.get('dice_vs_cpu_fp32', float('nan')):.4f}",
+        ]
         if wide:
             row += [
                 f"{r['p99_ms']:.2f}",

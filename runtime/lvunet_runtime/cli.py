@@ -147,6 +147,22 @@ def _providers(value: str | None) -> list[str] | None:
     return [p for p in value.split(",") if p.strip()] if value else None
 
 
+def quiet_onnxruntime() -> None:
+    """ONNX Runtime's own log lines (e.g. a provider that fails to start) off the console: our one-line
+    errors say what happened. Called by the commands, never on import."""
+    import onnxruntime as ort
+
+    ort.set_default_logger_severity(3)
+
+
+DEVICE_HELP = "OpenVINO device: CPU, GPU, NPU or AUTO (with --provider openvino)."
+PRECISION_HELP = (
+    "Inference precision of an accelerator provider: fp32, bf16 (OpenVINO on CPUs that have it) or fp16 "
+    "(OpenVINO GPU/NPU, TensorRT). Default order without --provider: "
+    "TensorRT, CUDA, CoreML, DirectML, OpenVINO, CPU (those installed)."
+)
+
+
 def _check_report_file(path: Path | None, overwrite: bool) -> None:
     """A --json/--markdown report target, checked before the run (never lost at its end)."""
     if path is None:
@@ -206,7 +222,13 @@ def infer_command(
     threshold: float | None = typer.Option(
         None, help="Probability threshold in (0, 1) (default: the model's)."
     ),
-    provider: str | None = typer.Option(None, help="Execution provider(s), e.g. cpu or cuda,cpu."),
+    provider: str | None = typer.Option(
+        None,
+        help="Execution provider(s), e.g. cpu, openvino or cuda,cpu (default: the installed ones in "
+        "the order TensorRT, CUDA, CoreML, DirectML, OpenVINO, CPU).",
+    ),
+    device: str | None = typer.Option(None, help=DEVICE_HELP),
+    precision: str | None = typer.Option(None, help=PRECISION_HELP),
     threads: int | None = typer.Option(
         None, min=1, help="Intra-op threads (default: ONNX Runtime's choice)."
     ),
@@ -300,8 +322,14 @@ def infer_command(
     if threads is None and many:  # leave cores to the decode/write threads of the pipeline
         threads = default_model_threads()
     try:
+        quiet_onnxruntime()
         segmenter = Segmenter(
-            model, providers=_providers(provider), threads=threads, threshold=threshold
+            model,
+            providers=_providers(provider),
+            threads=threads,
+            threshold=threshold,
+            device=device,
+            precision=precision,
         )
         if camera is not None:
             frames = run_camera(segmenter, camera, show, max_frames)
@@ -335,7 +363,7 @@ def infer_command(
         _fail("lvunet-infer", LVUNetRuntimeError(summary.failed[0]["error"]))
     for failure in summary.failed:
         typer.echo(f"lvunet-infer: skipped: {failure['error']}", err=True)
-    typer.echo(f"{summary.line()} -> {out}")
+    typer.echo(f"{summary.line()} -> {out} [{_provider_line(summary)}]")
     if summary.stopped or summary.record_error:
         reason = f"stopped: {summary.stopped}" if summary.stopped else summary.record_error
         typer.echo(
@@ -345,6 +373,23 @@ def infer_command(
         )
     if summary.partial:
         raise typer.Exit(EXIT_PARTIAL)
+
+
+def _provider_line(summary) -> str:
+    """The provider in use, what it left to the CPU, and any provider of the default order that failed."""
+    line = summary.providers[0].removesuffix("ExecutionProvider")
+    if summary.node_placement:
+        line += (
+            " (nodes: "
+            + ", ".join(
+                f"{k.removesuffix('ExecutionProvider')} {v}"
+                for k, v in summary.node_placement.items()
+            )
+            + ")"
+        )
+    if summary.provider_fallback:
+        line += f"; could not start {', '.join(summary.provider_fallback)}"
+    return line
 
 
 def _merge_command(out: Path) -> None:
@@ -378,7 +423,9 @@ def eval_command(
     ),
     json_out: Path | None = typer.Option(None, "--json", help="Write all results here."),
     overwrite: bool = typer.Option(False, help="Replace an existing --json file."),
-    provider: str | None = typer.Option(None),
+    provider: str | None = typer.Option(None, help="Execution provider(s), e.g. cpu or openvino."),
+    device: str | None = typer.Option(None, help=DEVICE_HELP),
+    precision: str | None = typer.Option(None, help=PRECISION_HELP),
     threads: int | None = typer.Option(None, min=1),
     progress: bool = typer.Option(True, help="Progress bar."),
     version: bool = version_option("lvunet-eval"),
@@ -392,7 +439,14 @@ def eval_command(
         _check_report_file(json_out, overwrite)
         ids = None if split_file is None else read_id_list(split_file)
         pairs = find_pairs(data, ids)
-        segmenter = Segmenter(model, providers=_providers(provider), threads=threads)
+        quiet_onnxruntime()
+        segmenter = Segmenter(
+            model,
+            providers=_providers(provider),
+            threads=threads,
+            device=device,
+            precision=precision,
+        )
         with _progress_bar(len(pairs), "evaluating", progress) as advance:
             result = evaluate(segmenter, pairs, progress=advance)
     except LVUNetRuntimeError as exc:
@@ -481,14 +535,19 @@ def bench_command(
     table = Table(
         title=f"lvunet-bench: {plan.model.name} ({plan.precision}) on {plan.machine['cpu']}"
     )
-    for column in table_columns(wide):
-        table.add_column(column, overflow="fold")
+    for index, column in enumerate(table_columns(wide)):
+        table.add_column(column, overflow="fold", no_wrap=index == 0)
     for row in table_rows(report, wide):
         table.add_row(*row)
     console = Console()
     if wide:  # a wide table is wider than 80 columns by design; let it be
         console = Console(width=max(console.width, 130))
     console.print(table)
+    for r in report["results"]:
+        if r.get("install"):
+            typer.echo(f"{r['provider']}: not installed; to add it: {r['install']}")
+        elif r["status"] == "error":
+            typer.echo(f"{r['provider']}: {r.get('error', 'failed')}")
     if report.get("end_to_end"):
         e = report["end_to_end"]
         typer.echo(

@@ -128,6 +128,8 @@ class RunSummary:
     stopped: str = ""
     record_error: str = ""
     ray: dict = field(default_factory=dict)
+    node_placement: dict = field(default_factory=dict)
+    provider_fallback: list[str] = field(default_factory=list)
 
     def line(self) -> str:
         rate = self.processed / self.seconds if self.seconds else 0.0
@@ -564,6 +566,9 @@ def infer(inputs: list[str], segmenter: Segmenter, options: InferOptions) -> Run
     summary = RunSummary(
         model=str(segmenter.path), providers=segmenter.active_providers, settings=settings
     )
+    summary.provider_fallback = list(getattr(segmenter, "fallback", []))
+    if summary.providers[0] != "CPUExecutionProvider":  # what the accelerator left to the CPU
+        summary.node_placement = segmenter.node_placement()
     summary.failed.extend(found.errors)
     check_output_folder(options.out)
     previous = check_records(read_records(options.out), settings, options)

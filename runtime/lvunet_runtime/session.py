@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -42,17 +43,72 @@ PROVIDER_ALIASES = {
 }
 
 
-def provider_options(name: str) -> dict[str, str]:
-    """Options we pass to GPU providers: fast cuDNN algorithm choice, a persistent TensorRT engine cache
-    (building an engine takes minutes; without the cache every start would pay it again)."""
+OPENVINO_DEVICES = ("CPU", "GPU", "NPU", "AUTO")
+INFERENCE_PRECISIONS = ("fp32", "fp16", "bf16")
+INSTALL_HINTS = {
+    "OpenVINOExecutionProvider": "pip uninstall -y onnxruntime && pip install onnxruntime-openvino",
+    "CUDAExecutionProvider": "pip uninstall -y onnxruntime && pip install onnxruntime-gpu (NVIDIA GPU, CUDA 12)",
+    "TensorrtExecutionProvider": "onnxruntime-gpu plus NVIDIA TensorRT libraries",
+    "DmlExecutionProvider": "pip uninstall -y onnxruntime && pip install onnxruntime-directml (Windows)",
+    "CoreMLExecutionProvider": "included in onnxruntime's macOS wheels",
+}
+
+
+def provider_options(
+    name: str, *, device: str | None = None, precision: str | None = None
+) -> dict[str, str]:
+    """Options we pass to a provider.
+
+    CUDA: fast cuDNN algorithm choice. TensorRT: a persistent engine cache (building an engine takes
+    minutes), fp16 when asked. OpenVINO: the device (CPU, GPU, NPU, AUTO) and the inference precision
+    (bf16 through OpenVINO's ``INFERENCE_PRECISION_HINT``, which ONNX Runtime passes in ``load_config``;
+    fp16 through the EP's ``precision`` option, for GPUs and NPUs).
+    """
     if name == "CUDAExecutionProvider":
         return {"cudnn_conv_algo_search": "HEURISTIC"}
     if name == "TensorrtExecutionProvider":
         cache = Path(
             os.environ.get("LVUNET_TRT_CACHE", Path.home() / ".cache" / "lvunet" / "tensorrt")
         )
-        return {"trt_engine_cache_enable": "True", "trt_engine_cache_path": str(cache)}
+        options = {"trt_engine_cache_enable": "True", "trt_engine_cache_path": str(cache)}
+        return {**options, "trt_fp16_enable": "True"} if precision == "fp16" else options
+    if name == "OpenVINOExecutionProvider":
+        target = (device or "CPU").upper()
+        options = {"device_type": target}
+        if precision == "bf16":
+            options["load_config"] = json.dumps({target: {"INFERENCE_PRECISION_HINT": "bf16"}})
+        elif precision == "fp16":
+            options["precision"] = "FP16"
+        elif target in ("CPU", "GPU"):
+            options["precision"] = "FP32"
+        return options
     return {}
+
+
+def check_accelerator_options(
+    providers: list[str], device: str | None, precision: str | None
+) -> None:
+    """``device`` and ``precision`` only where a requested provider takes them, with known values."""
+    if device is not None:
+        if "OpenVINOExecutionProvider" not in providers:
+            raise ProviderError(
+                "--device applies to the OpenVINO provider: add --provider openvino"
+            )
+        if device.upper() not in OPENVINO_DEVICES:
+            raise ProviderError(
+                f"--device must be one of {', '.join(OPENVINO_DEVICES)}, not {device!r}"
+            )
+    if precision is not None:
+        if precision not in INFERENCE_PRECISIONS:
+            raise ProviderError(
+                f"--precision must be one of {', '.join(INFERENCE_PRECISIONS)}, not {precision!r}"
+            )
+        takes = {"OpenVINOExecutionProvider", "TensorrtExecutionProvider"} & set(providers)
+        if precision != "fp32" and not takes:
+            raise ProviderError(
+                f"--precision {precision} applies to the OpenVINO (bf16, fp16) and TensorRT (fp16) "
+                "providers; the CPU provider computes in the model's own precision"
+            )
 
 
 def bundled_models() -> list[str]:
@@ -179,13 +235,18 @@ class Segmenter:
         providers: list[str] | None = None,
         threads: int | None = None,
         threshold: float | None = None,
+        device: str | None = None,
+        precision: str | None = None,
     ) -> None:
         self.path = resolve_model(model)
         if threads is not None and threads < 1:
             raise LVUNetRuntimeError(f"threads must be at least 1, not {threads}")
         if threshold is not None and not 0.0 < float(threshold) < 1.0:
             raise LVUNetRuntimeError(f"threshold must be between 0 and 1, not {threshold}")
-        self.session = self._open_session(resolve_providers(providers), threads, bool(providers))
+        requested = resolve_providers(providers)
+        check_accelerator_options(requested, device, precision)
+        self.device, self.precision = device, precision
+        self.session = self._open_session(requested, threads, bool(providers))
         metadata = self.session.get_modelmeta().custom_metadata_map
         self.contract = ModelContract.from_metadata(metadata, source=str(self.path))
         check_graph(self.session, self.contract, str(self.path))
@@ -204,16 +265,60 @@ class Segmenter:
                 str(self.path),
                 options,
                 providers=requested,
-                provider_options=[provider_options(p) for p in requested],
+                provider_options=[
+                    provider_options(p, device=self.device, precision=self.precision)
+                    for p in requested
+                ],
             )
         except Exception as exc:  # onnxruntime raises its own pybind types for bad files
             first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
             raise ModelError(f"{self.path}: not a loadable ONNX model ({first[:200]})") from None
-        if explicit:
-            missing = [p for p in requested if p not in session.get_providers()]
-            if missing:
-                raise ProviderError(f"ONNX Runtime could not start {missing}; it fell back to CPU")
+        missing = [p for p in requested if p not in session.get_providers()]
+        if missing and explicit:  # never a silent fallback to what the user did not ask for
+            settings = provider_options(missing[0], device=self.device, precision=self.precision)
+            raise ProviderError(
+                f"ONNX Runtime could not start {missing[0]} with {settings or 'default options'} "
+                f"(it fell back to CPU: {', '.join(session.get_providers())}); check the device and "
+                "precision (OpenVINO on a CPU takes fp32 or bf16, not fp16)"
+            )
+        self.fallback = missing  # in the default order: reported in the run summary
         return session
+
+    def node_placement(self) -> dict[str, int]:
+        """How many graph nodes each execution provider runs, from one profiled run of the probe.
+
+        A provider that takes the graph as one compiled subgraph (OpenVINO, TensorRT) counts as one node;
+        nodes it leaves to the CPU show up under ``CPUExecutionProvider``.
+        """
+        import tempfile
+
+        contract = self.contract
+        with tempfile.TemporaryDirectory() as folder:
+            options = ort.SessionOptions()
+            options.log_severity_level = 3
+            options.enable_profiling = True
+            options.profile_file_prefix = str(Path(folder) / "profile")
+            providers = self.session.get_providers()
+            session = ort.InferenceSession(
+                str(self.path),
+                options,
+                providers=providers,
+                provider_options=[
+                    provider_options(p, device=self.device, precision=self.precision)
+                    for p in providers
+                ],
+            )
+            grey = np.full((1, contract.input_height, contract.input_width, 3), 128, np.uint8)
+            session.run(
+                [contract.output_name], {contract.input_name: to_model_input(grey, contract)}
+            )
+            events = json.loads(Path(session.end_profiling()).read_text())
+        nodes: dict[str, set[str]] = {}
+        for event in events:
+            provider = event.get("args", {}).get("provider")
+            if event.get("cat") == "Node" and provider:
+                nodes.setdefault(provider, set()).add(event["name"].removesuffix("_kernel_time"))
+        return {provider: len(names) for provider, names in sorted(nodes.items())}
 
     def _probe(self) -> None:
         """One run on a mid-grey image: the output must be finite and of the input's size."""
