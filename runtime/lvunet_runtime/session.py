@@ -55,14 +55,20 @@ INSTALL_HINTS = {
 
 
 def provider_options(
-    name: str, *, device: str | None = None, precision: str | None = None
+    name: str,
+    *,
+    device: str | None = None,
+    precision: str | None = None,
+    threads: int | None = None,
 ) -> dict[str, str]:
     """Options we pass to a provider.
 
     CUDA: fast cuDNN algorithm choice. TensorRT: a persistent engine cache (building an engine takes
     minutes), fp16 when asked. OpenVINO: the device (CPU, GPU, NPU, AUTO) and the inference precision
     (bf16 through OpenVINO's ``INFERENCE_PRECISION_HINT``, which ONNX Runtime passes in ``load_config``;
-    fp16 through the EP's ``precision`` option, for GPUs and NPUs).
+    fp16 through the EP's ``precision`` option, for GPUs and NPUs) and, when ``threads`` is set, its own
+    thread count (OpenVINO ignores ONNX Runtime's intra-op setting, so without it a folder run's model
+    would compete with the pipeline's decode and write threads).
     """
     if name == "CUDAExecutionProvider":
         return {"cudnn_conv_algo_search": "HEURISTIC"}
@@ -81,6 +87,8 @@ def provider_options(
             options["precision"] = "FP16"
         elif target in ("CPU", "GPU"):
             options["precision"] = "FP32"
+        if threads is not None and target == "CPU":
+            options["num_of_threads"] = str(threads)
         return options
     return {}
 
@@ -266,7 +274,9 @@ class Segmenter:
                 options,
                 providers=requested,
                 provider_options=[
-                    provider_options(p, device=self.device, precision=self.precision)
+                    provider_options(
+                        p, device=self.device, precision=self.precision, threads=threads
+                    )
                     for p in requested
                 ],
             )
