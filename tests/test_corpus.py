@@ -139,7 +139,7 @@ def _jpg_and_png(tmp):
 def _overlay_named_input(tmp):
     _video(tmp / "clip.mp4")
     _video(tmp / "clip_overlay.mp4", 2)
-    return [tmp / "clip.mp4", tmp / "clip_overlay.mp4", "--out", tmp, "--video-codec", "mp4v"]
+    return [tmp / "clip.mp4", tmp / "clip_overlay.mp4", "--out", tmp]
 
 
 def _long_name(tmp):
@@ -805,8 +805,8 @@ def test_outputs_of_awkward_runs_are_where_they_should_be(tmp_path):
     for name in ("clips", "pair", "nested"):
         (tmp_path / name).mkdir()
     cli("infer", *_two_clips(tmp_path / "clips"))
-    assert (tmp_path / "clips" / "out" / "a" / "clip_overlay.webm").is_file()
-    assert (tmp_path / "clips" / "out" / "b" / "clip_overlay.webm").is_file()
+    assert (tmp_path / "clips" / "out" / "a" / "clip_overlay.mp4").is_file()
+    assert (tmp_path / "clips" / "out" / "b" / "clip_overlay.mp4").is_file()
     cli("infer", *_jpg_and_png(tmp_path / "pair"))
     assert {p.name for p in (tmp_path / "pair" / "out").glob("x_*_mask.png")} == {
         "x_jpg_mask.png",

@@ -17,6 +17,8 @@ import hashlib
 import io
 import json
 import os
+import queue
+import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -40,7 +42,7 @@ from lvunet_runtime.inputs import (
     read_records,
     record_name,
 )
-from lvunet_runtime.outputs import overlay, region_stats, write_image_outputs
+from lvunet_runtime.outputs import frame_stats, overlay, write_image_outputs
 from lvunet_runtime.pipeline import run_pipeline
 from lvunet_runtime.session import Prepared, Segmenter
 from lvunet_runtime.writer import OutputGuard, check_output_folder
@@ -50,9 +52,10 @@ STOPPING_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.
 RECORD_VERSION = 1
 # Overlay video formats, all encoded by OpenCV's own FFmpeg (LGPL build in the opencv wheels) with
 # libvpx (BSD): WebM VP8/VP9 play in every current browser and in Windows' default player; mp4v (MPEG-4
-# Part 2) is the fast fallback most players but no browser play. H.264 would need x264, which is GPL
-# (PyAV's wheels bundle it), so it is not offered. Encode speed at 640x480 on the 2-core test machine:
-# vp8 36-50 frames/s, vp9 9-10, mp4v 270.
+# Part 2) plays in desktop players but not in browsers. H.264 would need x264, which is GPL (PyAV's
+# wheels bundle it), so it is not offered. Encode speed of real 640x480 endoscopy frames on the 2-core
+# test machine: mp4v about 270 frames/s, vp8 9-12, vp9 3-4 (OpenCV exposes no libvpx speed setting), so
+# mp4v is the default and the browser formats are asked for.
 VIDEO_CODECS = {"vp8": ("VP80", ".webm"), "vp9": ("VP90", ".webm"), "mp4v": ("mp4v", ".mp4")}
 
 
@@ -85,7 +88,7 @@ class InferOptions:
     max_pixels: int = DEFAULT_MAX_PIXELS
     workers: int = field(default_factory=default_workers)
     progress: bool = True
-    video_codec: str = "vp8"
+    video_codec: str = "mp4v"
     num_parts: int = 1
     part_id: int = 0
     input_list: Path | None = None
@@ -399,15 +402,80 @@ class _Meter:
             self.progress.stop()
 
 
-def _frames(capture: cv2.VideoCapture, limit: int | None = None) -> Iterator[np.ndarray]:
-    """Decoded frames as RGB arrays (decoding happens as the pipeline asks for the next one)."""
-    count = 0
-    while limit is None or count < limit:
-        ok, bgr = capture.read()
-        if not ok:
+def _frames(
+    capture: cv2.VideoCapture, limit: int | None = None, depth: int = 4
+) -> Iterator[np.ndarray]:
+    """Decoded RGB frames, read ahead by a thread of their own into a bounded queue (decoding overlaps
+    the model); the reader stops when the consumer does."""
+    frames: queue.Queue = queue.Queue(maxsize=depth)
+    stop = threading.Event()
+
+    def read() -> None:
+        count = 0
+        try:
+            while (limit is None or count < limit) and not stop.is_set():
+                ok, bgr = capture.read()
+                if not ok:
+                    break
+                count += 1
+                _put(frames, cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB), stop)
+        finally:
+            _put(frames, None, stop)
+
+    reader = threading.Thread(target=read, daemon=True)
+    reader.start()
+    try:
+        while (frame := frames.get()) is not None:
+            yield frame
+    finally:
+        stop.set()
+        reader.join()
+
+
+def _put(target: queue.Queue, item, stop: threading.Event) -> None:
+    while not stop.is_set():
+        try:
+            target.put(item, timeout=0.1)
             return
-        count += 1
-        yield cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+        except queue.Full:
+            continue
+
+
+class _Encoder:
+    """Encodes finished frames on a thread of its own (bounded queue), so encoding overlaps the model."""
+
+    def __init__(self, path: Path, fourcc: str, fps: float, codec: str, depth: int = 4) -> None:
+        self.path, self.fourcc, self.fps, self.codec = path, fourcc, fps, codec
+        self.frames: queue.Queue = queue.Queue(maxsize=depth)
+        self.error: BaseException | None = None
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
+
+    def _run(self) -> None:
+        writer = None
+        try:
+            while (view := self.frames.get()) is not None:
+                if writer is None:
+                    writer = _video_writer(
+                        self.path, self.fourcc, self.fps, view.shape[1::-1], self.codec
+                    )
+                writer.write(view)
+        except BaseException as exc:  # reported by close() on the calling thread
+            self.error = exc
+            while self.frames.get() is not None:  # keep draining so the producer never blocks
+                pass
+        finally:
+            if writer is not None:
+                writer.release()
+
+    def write(self, view: np.ndarray) -> None:
+        self.frames.put(view)
+
+    def close(self) -> None:
+        self.frames.put(None)
+        self.thread.join()
+        if self.error is not None:
+            raise self.error
 
 
 def _overlay_frame(segmenter: Segmenter, keep_largest: bool):
@@ -417,7 +485,7 @@ def _overlay_frame(segmenter: Segmenter, keep_largest: bool):
         frame: np.ndarray, prepared: Prepared, output: np.ndarray
     ) -> tuple[np.ndarray, dict]:
         prediction = segmenter.finish(output, prepared.size, keep_largest=keep_largest)
-        stats = region_stats(prediction.mask, contours=False)
+        stats = frame_stats(prediction.mask)
         return cv2.cvtColor(overlay(frame, prediction.mask), cv2.COLOR_RGB2BGR), stats
 
     return finish
@@ -426,7 +494,11 @@ def _overlay_frame(segmenter: Segmenter, keep_largest: bool):
 def run_video(
     segmenter: Segmenter, job: Job, options: InferOptions, guard: OutputGuard, summary: RunSummary
 ) -> None:
-    """Overlay video ``<stem>_overlay.webm`` (or ``.mp4``) and per-frame CSV ``<stem>_frames.csv``."""
+    """Overlay video ``<stem>_overlay.mp4`` (or ``.webm``) and per-frame CSV ``<stem>_frames.csv``.
+
+    Decoding (a reader thread), the model (this thread), overlays and region statistics (the pipeline's
+    writer threads) and encoding (an encoder thread) overlap; frames stay in order.
+    """
     path = job.source
     capture = cv2.VideoCapture(str(path))
     if not capture.isOpened():
@@ -436,44 +508,33 @@ def run_video(
     fourcc, extension = VIDEO_CODECS[options.video_codec]
     tmp_video = guard.temporary(out_video or out_csv, extension)
     total = int(capture.get(cv2.CAP_PROP_FRAME_COUNT) or 0)
-    writer, rows = None, io.StringIO()
+    rows = io.StringIO()
     table = csv.writer(rows)
     table.writerow(["frame", "area_px", "area_fraction", "regions", "ms"])
     start, frames, last = time.perf_counter(), 0, time.perf_counter()
+    encoder = _Encoder(tmp_video, fourcc, fps, options.video_codec)
     try:
         outcomes = run_pipeline(
             segmenter,
             _frames(capture),
             lambda frame: segmenter.prepare(frame, keep_image=False),
             _overlay_frame(segmenter, options.keep_largest),
-            workers=options.workers,
+            workers=max(2, options.workers),
         )
-        meter = _Meter(total, options.progress, "frames")
-        meter.__enter__()
-        for outcome in outcomes:
-            if outcome.error is not None:
-                raise ImageError(f"{path}: frame {frames}: {outcome.error}")
-            view, stats = outcome.result
-            if writer is None:
-                writer = _video_writer(
-                    tmp_video, fourcc, fps, view.shape[1::-1], options.video_codec
-                )
-            writer.write(view)
-            meter.advance(frames / max(time.perf_counter() - start, 1e-9))
-            now = time.perf_counter()
-            table.writerow(
-                [
-                    frames,
-                    stats["area_px"],
-                    f"{stats['area_fraction']:.6f}",
-                    stats["regions"],
-                    f"{(now - last) * 1e3:.2f}",
-                ]
-            )
-            last, frames = now, frames + 1
-        if writer is not None:
-            writer.release()
-            writer = None
+        with _Meter(total, options.progress, "frames") as meter:
+            for outcome in outcomes:
+                if outcome.error is not None:
+                    raise ImageError(f"{path}: frame {frames}: {outcome.error}")
+                view, stats = outcome.result
+                encoder.write(view)
+                now = time.perf_counter()
+                area = f"{stats['area_fraction']:.6f}"
+                ms = f"{(now - last) * 1e3:.2f}"
+                table.writerow([frames, stats["area_px"], area, stats["regions"], ms])
+                last, frames = now, frames + 1
+                meter.advance(frames / max(now - start, 1e-9))
+            outcomes.close()
+        encoder.close()
         if frames == 0:
             raise ImageError(f"{path}: no frames could be decoded")
         if out_video is not None:
@@ -481,11 +542,10 @@ def run_video(
         if out_csv is not None:
             guard.write(out_csv, rows.getvalue().encode())
     finally:
-        if "meter" in locals():
-            meter.__exit__(None, None, None)
+        if encoder.thread.is_alive():
+            encoder.frames.put(None)
+            encoder.thread.join()
         capture.release()
-        if writer is not None:
-            writer.release()
         tmp_video.unlink(missing_ok=True)
     summary.videos += 1
     summary.frames += frames
