@@ -337,8 +337,7 @@ def infer_command(
             precision=precision,
         )
         if camera is not None:
-            frames = run_camera(segmenter, camera, show, max_frames)
-            typer.echo(f"{frames} camera frames segmented")
+            typer.echo(run_camera(segmenter, camera, show, max_frames).line())
             return
         options = InferOptions(
             out=out,

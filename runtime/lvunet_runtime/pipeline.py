@@ -48,6 +48,7 @@ def run_pipeline(
     *,
     workers: int = 1,
     batch_size: int = 1,
+    live: bool = False,
 ) -> Iterator[Outcome[Item, Result]]:
     """Run ``items`` through load (threads) -> model (this thread) -> finish (threads), in order.
 
@@ -58,9 +59,11 @@ def run_pipeline(
         finish: (item, prepared, model output (h, w)) -> result; errors in ``ITEM_FAULTS`` skip it.
         workers: loader threads and writer threads (each).
         batch_size: images per model call.
+        live: a live source (a camera): never wait for a next item before running the current one,
+            and hand each result back as soon as it is finished (latency over throughput).
     """
     batch_size, workers = max(1, batch_size), max(1, workers)
-    depth = batch_size + workers  # items loaded ahead, and finished behind
+    depth = 1 if live else batch_size + workers  # items loaded ahead, and finished behind
     source = iter(items)
     with ThreadPoolExecutor(workers) as loaders, ThreadPoolExecutor(workers) as writers:
         loading: deque[tuple[Item, Future]] = deque()
@@ -82,7 +85,8 @@ def run_pipeline(
                     taken.append((item, future.result()))
                 except ITEM_FAULTS as exc:
                     taken.append((item, exc))
-                refill()
+                if not live:  # load the next items while the model runs
+                    refill()
             ready = [p for _, p in taken if not isinstance(p, Exception)]
             outputs = iter(segmenter.run_prepared(ready) if ready else [])
             for item, prepared in taken:  # in input order, failures included
@@ -90,6 +94,9 @@ def run_pipeline(
                     finishing.append((item, _failed(prepared)))
                 else:
                     finishing.append((item, writers.submit(finish, item, prepared, next(outputs))))
+            if live:
+                yield _outcome(*finishing.popleft())
+                refill()
             while len(finishing) > depth:
                 yield _outcome(*finishing.popleft())
         while finishing:
