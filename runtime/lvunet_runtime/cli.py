@@ -278,16 +278,7 @@ def infer_command(
     ),
 ) -> None:
     """Segment images, folders and videos with an LV-UNet ONNX model."""
-    import glob
-
-    from lvunet_runtime.data import VIDEO_SUFFIXES as VIDEO_CODEC_SUFFIXES
-    from lvunet_runtime.infer import (
-        VIDEO_CODECS,
-        InferOptions,
-        default_model_threads,
-        infer,
-        run_camera,
-    )
+    from lvunet_runtime.infer import InferOptions, infer, run_camera
     from lvunet_runtime.session import Segmenter
 
     if models:
@@ -296,42 +287,16 @@ def infer_command(
     if merge:
         _merge_command(out)
         return
-    if part_id >= num_parts:
-        _fail(
-            "lvunet-infer",
-            LVUNetRuntimeError(f"--part-id must be 0..{num_parts - 1}, not {part_id}"),
-        )
-    if video_codec not in VIDEO_CODECS:
-        _fail(
-            "lvunet-infer",
-            LVUNetRuntimeError(
-                f"--video-codec must be one of {', '.join(VIDEO_CODECS)}, not {video_codec!r}"
-            ),
-        )
-    if not inputs and camera is None and input_list is None:
-        _fail(
-            "lvunet-infer",
-            LVUNetRuntimeError(
-                "give at least one INPUT (image, folder, pattern, video) or --camera N"
-            ),
-        )
     inputs = inputs or []
-    many = camera is None and (
-        len(inputs) > 1
-        or input_list is not None
-        or any(Path(i).is_dir() or glob.has_magic(i) for i in inputs)
-        or any(
-            Path(i).suffix.lower() in VIDEO_CODEC_SUFFIXES for i in inputs
-        )  # videos pipeline too
-    )
-    if threads is None and many:  # leave cores to the decode/write threads of the pipeline
-        threads = default_model_threads()
     try:
+        _check_infer_request(inputs, camera, input_list, num_parts, part_id, video_codec)
         quiet_onnxruntime()
         segmenter = Segmenter(
             model,
             providers=_providers(provider),
-            threads=threads,
+            threads=threads
+            if threads is not None
+            else _pipeline_threads(inputs, camera, input_list),
             threshold=threshold,
             device=device,
             precision=precision,
@@ -362,6 +327,51 @@ def infer_command(
         summary = infer(inputs, segmenter, options)
     except LVUNetRuntimeError as exc:
         _fail("lvunet-infer", exc)
+    _report_run(summary, out)
+
+
+def _check_infer_request(
+    inputs: list[str],
+    camera: int | None,
+    input_list: Path | None,
+    num_parts: int,
+    part_id: int,
+    video_codec: str,
+) -> None:
+    """The options that typer's types cannot check alone."""
+    from lvunet_runtime.infer import VIDEO_CODECS
+
+    if part_id >= num_parts:
+        raise LVUNetRuntimeError(f"--part-id must be 0..{num_parts - 1}, not {part_id}")
+    if video_codec not in VIDEO_CODECS:
+        raise LVUNetRuntimeError(
+            f"--video-codec must be one of {', '.join(VIDEO_CODECS)}, not {video_codec!r}"
+        )
+    if not inputs and camera is None and input_list is None:
+        raise LVUNetRuntimeError(
+            "give at least one INPUT (image, folder, pattern, video) or --camera N"
+        )
+
+
+def _pipeline_threads(inputs: list[str], camera: int | None, input_list: Path | None) -> int | None:
+    """Model threads when several images or a video go through the pipeline: the cores its decode and
+    write threads leave free; None (ONNX Runtime's choice) for one image or the camera."""
+    import glob
+
+    from lvunet_runtime.data import VIDEO_SUFFIXES
+    from lvunet_runtime.infer import default_model_threads
+
+    many = camera is None and (
+        len(inputs) > 1
+        or input_list is not None
+        or any(Path(i).is_dir() or glob.has_magic(i) for i in inputs)
+        or any(Path(i).suffix.lower() in VIDEO_SUFFIXES for i in inputs)
+    )
+    return default_model_threads() if many else None
+
+
+def _report_run(summary, out: Path) -> None:
+    """One line per skipped input, the summary line, the stop reason; exit 1, 2 or 0."""
     attempted = summary.processed + summary.skipped_existing + summary.videos + len(summary.failed)
     if summary.failed and attempted == 1 and not summary.stopped:
         _fail("lvunet-infer", LVUNetRuntimeError(summary.failed[0]["error"]))

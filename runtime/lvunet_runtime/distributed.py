@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import time
 import warnings
 from pathlib import Path
 
@@ -110,10 +111,51 @@ def run_images_ray(
     """Segment ``jobs`` on Ray; fills ``summary`` as a local run does (processed, failed, images)."""
     if not jobs:
         return
-    ray = _require_ray()
-    import time
-
     started = time.perf_counter()
+    ray = start_ray(address, progress=bool(options.progress))
+    cpus = float(ray.cluster_resources().get("CPU", 1))
+    count, reserve, threads = actor_layout(actors, cpus)
+    items = [
+        {
+            "source": str(job.source),
+            "outputs": json.dumps({k: str(v) for k, v in job.outputs.items()}),
+        }
+        for job in jobs
+    ]
+    dataset = ray.data.from_items(items, override_num_blocks=max(1, min(len(items), 4 * count)))
+    results = dataset.map_batches(
+        SegmentActor,
+        fn_constructor_kwargs={
+            "model": model,
+            "providers": providers,
+            "threads": threads,
+            "threshold": threshold,
+            "options": {
+                "model_name": model,
+                "max_pixels": options.max_pixels,
+                "keep_largest": options.keep_largest,
+            },
+        },
+        batch_size=8,
+        concurrency=count,
+        num_cpus=reserve,
+        **({"num_gpus": 1} if _wants_gpu(providers) else {}),  # one GPU per actor (untested here)
+    )
+    with warnings.catch_warnings():  # Ray Data's notes on how few blocks a small job has
+        warnings.simplefilter("ignore", UserWarning)
+        collect(results.iter_rows(), summary)
+    summary.seconds += time.perf_counter() - started
+    summary.ray = {
+        "actors": count,
+        "cpus_per_actor": reserve,
+        "threads_per_actor": threads,
+        "cluster_cpus": cpus,
+    }
+
+
+def start_ray(address: str | None, *, progress: bool):
+    """Ray, connected to ``address`` or to a new local cluster using this machine's CPUs."""
+    ray = _require_ray()
     _quiet_ray_logs()
     from lvunet_runtime.infer import _quiet_stderr
 
@@ -126,57 +168,19 @@ def run_images_ray(
                 configure_logging=False,
                 num_cpus=None if address else os.cpu_count(),
             )
-    context = ray.data.DataContext.get_current()
-    context.enable_progress_bars = bool(options.progress)
-    cpus = float(ray.cluster_resources().get("CPU", 1))
-    count, reserve, threads = actor_layout(actors, cpus)
-    items = [
-        {
-            "source": str(job.source),
-            "outputs": json.dumps({k: str(v) for k, v in job.outputs.items()}),
-        }
-        for job in jobs
-    ]
-    dataset = ray.data.from_items(items, override_num_blocks=max(1, min(len(items), 4 * count)))
-    settings = {
-        "model_name": model,
-        "max_pixels": options.max_pixels,
-        "keep_largest": options.keep_largest,
-    }
-    results = dataset.map_batches(
-        SegmentActor,
-        fn_constructor_kwargs={
-            "model": model,
-            "providers": providers,
-            "threads": threads,
-            "threshold": threshold,
-            "options": settings,
-        },
-        batch_size=8,
-        concurrency=count,
-        num_cpus=reserve,
-        **({"num_gpus": 1} if _wants_gpu(providers) else {}),  # one GPU per actor (untested here)
-    )
-    with warnings.catch_warnings():  # Ray Data's notes on how few blocks a small job has
-        warnings.simplefilter("ignore", UserWarning)
-        rows = list(results.iter_rows())
+    ray.data.DataContext.get_current().enable_progress_bars = progress
+    return ray
+
+
+def collect(rows, summary) -> None:
+    """The actors' per-file results into the run summary, as a local run records them."""
     for row in rows:
         outcome = json.loads(row["result"])
+        source = row["source"]
         if "ok" in outcome:
             summary.processed += 1
-            summary.images.append({"input": row["source"], **outcome["ok"]})
+            summary.images.append({"input": source, **outcome["ok"]})
         else:
             message = outcome["error"]
-            summary.failed.append(
-                {
-                    "input": row["source"],
-                    "error": message if row["source"] in message else f"{row['source']}: {message}",
-                }
-            )
-    summary.seconds += time.perf_counter() - started
-    summary.ray = {
-        "actors": count,
-        "cpus_per_actor": reserve,
-        "threads_per_actor": threads,
-        "cluster_cpus": cpus,
-    }
+            error = message if source in message else f"{source}: {message}"
+            summary.failed.append({"input": source, "error": error})
