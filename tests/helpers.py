@@ -148,6 +148,19 @@ def edit_metadata(source: Path, target: Path, **changes) -> Path:
     return target
 
 
+def nan_weights_model(source: Path, target: Path) -> Path:
+    """A copy of an ONNX file whose first convolution weights are all NaN (a diverged run). Needs onnx."""
+    import onnx
+
+    model = onnx.load(str(source))
+    weights = next(t for t in model.graph.initializer if len(t.dims) == 4)
+    array = onnx.numpy_helper.to_array(weights).copy()
+    array[...] = np.nan
+    weights.CopyFrom(onnx.numpy_helper.from_array(array, weights.name))
+    onnx.save(model, str(target))
+    return target
+
+
 class RawJSON(str):
     """A metadata value written as is (to write malformed or string-typed values)."""
 

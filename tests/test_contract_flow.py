@@ -27,6 +27,7 @@ from tests.helpers import (
     checksums,
     cli,
     edit_metadata,
+    nan_weights_model,
     write_pair,
 )
 
@@ -236,13 +237,7 @@ def test_wrong_channel_count_and_broken_weights_are_refused(tmp_path):
 
     with pytest.raises(ModelError):  # by ONNX Runtime's shape check or by ours, before any image
         Segmenter(tmp_path / "four.onnx")
-    model = onnx.load(str(POLYP))
-    weights = next(t for t in model.graph.initializer if len(t.dims) == 4)
-    array = onnx.numpy_helper.to_array(weights).copy()
-    array[...] = np.nan
-    weights.CopyFrom(onnx.numpy_helper.from_array(array, weights.name))
-    onnx.save(model, str(tmp_path / "nan.onnx"))
-    _refused(tmp_path / "nan.onnx", "non-finite output", tmp_path)
+    _refused(nan_weights_model(POLYP, tmp_path / "nan.onnx"), "non-finite output", tmp_path)
 
 
 def test_export_refuses_non_finite_weights(random_checkpoint, tmp_path):

@@ -17,7 +17,6 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 
 import cv2
-import numpy as np
 import pytest
 import torch
 from lvunet_runtime.contract import ModelContract
@@ -31,6 +30,7 @@ from tests.helpers import (
     cli,
     copy_pairs,
     edit_metadata,
+    nan_weights_model,
 )
 
 CONTRACT_FIELDS = [f.name for f in fields(ModelContract)]
@@ -65,15 +65,7 @@ def _video(path, frames=3):
 
 
 def _nan_model(tmp):
-    import onnx
-
-    model = onnx.load(str(POLYP))
-    weights = next(t for t in model.graph.initializer if len(t.dims) == 4)
-    array = onnx.numpy_helper.to_array(weights).copy()
-    array[...] = np.nan
-    weights.CopyFrom(onnx.numpy_helper.from_array(array, weights.name))
-    onnx.save(model, str(tmp / "nan.onnx"))
-    return tmp / "nan.onnx"
+    return nan_weights_model(POLYP, tmp / "nan.onnx")
 
 
 def _user_json(tmp):
