@@ -11,7 +11,6 @@ import argparse
 import json
 import os
 import tempfile
-import time
 from pathlib import Path
 
 from lvunet_runtime.image import load_image
@@ -19,12 +18,7 @@ from lvunet_runtime.infer import InferOptions, default_model_threads, infer
 from lvunet_runtime.outputs import encode_png
 from lvunet_runtime.session import Segmenter
 from lvunet_runtime.writer import write_atomic
-
-
-def cpu_ms(fn, items) -> tuple[list, float]:
-    start = time.process_time()
-    out = [fn(item) for item in items]
-    return out, (time.process_time() - start) / len(items) * 1e3
+from video_stages import cpu_ms  # same folder: run as a script from the repository root
 
 
 def main() -> None:

@@ -169,7 +169,7 @@ def _check_report_file(path: Path | None, overwrite: bool) -> None:
         return
     from lvunet_runtime.writer import OutputGuard, check_output_folder
 
-    check_output_folder(path.parent if str(path.parent) else Path("."))
+    check_output_folder(path.parent)
     OutputGuard(overwrite=overwrite).check(path)
 
 
@@ -177,28 +177,6 @@ def _write_report(path: Path, text: str, overwrite: bool) -> None:
     from lvunet_runtime.writer import OutputGuard
 
     OutputGuard(overwrite=overwrite).write(path, text.encode())
-
-
-class _progress_bar:
-    """A transient rich progress bar on a terminal; a no-op elsewhere. Yields its advance callback."""
-
-    def __init__(self, total: int, what: str, enabled: bool) -> None:
-        self.enabled = enabled and total > 1 and sys.stderr.isatty()
-        self.total, self.what = total, what
-
-    def __enter__(self):
-        if not self.enabled:
-            return None
-        from rich.progress import Progress
-
-        self.progress = Progress(transient=True)
-        self.progress.start()
-        task = self.progress.add_task(self.what, total=self.total)
-        return lambda: self.progress.advance(task)
-
-    def __exit__(self, *exc) -> None:
-        if self.enabled:
-            self.progress.stop()
 
 
 infer_app = typer.Typer(add_completion=False, epilog=EXIT_CODES_HELP)
@@ -447,6 +425,7 @@ def eval_command(
     """Evaluate an ONNX model on images and masks at their own size (the deployable file itself)."""
     from lvunet_runtime.data import find_pairs, read_id_list
     from lvunet_runtime.evaluate import evaluate
+    from lvunet_runtime.progress import Meter
     from lvunet_runtime.session import Segmenter
 
     try:
@@ -461,8 +440,9 @@ def eval_command(
             device=device,
             precision=precision,
         )
-        with _progress_bar(len(pairs), "evaluating", progress) as advance:
-            result = evaluate(segmenter, pairs, progress=advance)
+        enabled = progress and sys.stderr.isatty()
+        with Meter(len(pairs), enabled, "images", "evaluating") as meter:
+            result = evaluate(segmenter, pairs, progress=meter.advance)
     except LVUNetRuntimeError as exc:
         _fail("lvunet-eval", exc)
     typer.echo(

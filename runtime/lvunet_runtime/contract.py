@@ -126,7 +126,7 @@ class ModelContract:
         return {
             PREFIX + k: json.dumps(v)
             for k, v in self.to_dict().items()
-            if not (k in OPTIONAL and v in (OPTIONAL[k], [], None))
+            if not (k in OPTIONAL and not v)
         }
 
     @classmethod

@@ -44,6 +44,7 @@ from lvunet_runtime.inputs import (
 )
 from lvunet_runtime.outputs import frame_stats, overlay, write_image_outputs
 from lvunet_runtime.pipeline import run_pipeline
+from lvunet_runtime.progress import Meter
 from lvunet_runtime.session import Prepared, Segmenter
 from lvunet_runtime.writer import OutputGuard, check_output_folder
 
@@ -104,12 +105,11 @@ class InferOptions:
 
 @dataclass
 class Job:
-    """One input and where its outputs go: ``outputs`` are to be written, ``kept`` exist from an earlier
-    run of ours with the same settings and are left as they are."""
+    """One input and the outputs still to write (those an earlier run of ours with the same settings
+    left are not listed: they stay as they are)."""
 
     source: Path
     outputs: dict[str, Path]
-    kept: dict[str, Path] = field(default_factory=dict)
 
 
 @dataclass
@@ -270,8 +270,7 @@ def plan_jobs(
         for kind, path in outputs.items():
             ours = _relative(path, options.out) in previous
             if path.exists() and ours and not options.overwrite and not path.is_symlink():
-                job.kept[kind] = path
-                continue
+                continue  # kept
             problem = problem or guard.problem(path, ours=ours)
             job.outputs[kind] = path
         if problem:
@@ -287,27 +286,6 @@ def _relative(path: Path, out: Path) -> str:
     """``path`` relative to the output folder, as the run record lists it."""
     path, out = path.resolve(), out.resolve()
     return path.relative_to(out).as_posix() if path.is_relative_to(out) else str(path)
-
-
-def _progress(total: int, enabled: bool, what: str = "images"):
-    if not enabled or total <= 1:
-        return None
-    from rich.progress import (
-        BarColumn,
-        MofNCompleteColumn,
-        Progress,
-        TextColumn,
-        TimeRemainingColumn,
-    )
-
-    return Progress(
-        TextColumn("segmenting"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TextColumn("{task.fields[rate]} " + what + "/s"),
-        TimeRemainingColumn(),
-        transient=True,
-    )
 
 
 def run_images(
@@ -341,7 +319,7 @@ def run_images(
     outcomes = run_pipeline(
         segmenter, jobs, load, finish, workers=options.workers, batch_size=options.batch_size
     )
-    with _Meter(len(jobs), options.progress, "images") as meter:
+    with Meter(len(jobs), options.progress, "images") as meter:
         for outcome in outcomes:
             if outcome.error is not None and stops_the_run(outcome.error):
                 summary.stopped = _fault(outcome.error)
@@ -351,13 +329,9 @@ def run_images(
             else:
                 summary.processed += 1
                 summary.images.append({"input": str(outcome.item.source), **outcome.result})
-            meter.advance(summary.processed / (time.perf_counter() - start))
+            meter.advance()
         outcomes.close()
-    summary.not_done += (
-        len(jobs)
-        - summary.processed
-        - len([f for f in summary.failed if f["input"] in {str(j.source) for j in jobs}])
-    )
+    summary.not_done += len(jobs) - meter.done
     summary.seconds += time.perf_counter() - start
 
 
@@ -379,45 +353,18 @@ def _failure(source: Path, error: Exception) -> dict[str, str]:
     }
 
 
-class _Meter:
-    """A rich progress bar that is a no-op when disabled (not a terminal, or a single item)."""
-
-    def __init__(self, total: int, enabled: bool, what: str) -> None:
-        self.progress = _progress(total, enabled, what)
-        self.task = (
-            self.progress.add_task("segment", total=total, rate="-") if self.progress else None
-        )
-
-    def __enter__(self) -> _Meter:
-        if self.progress:
-            self.progress.start()
-        return self
-
-    def advance(self, rate: float) -> None:
-        if self.progress:
-            self.progress.update(self.task, advance=1, rate=f"{rate:.1f}")
-
-    def __exit__(self, *exc) -> None:
-        if self.progress:
-            self.progress.stop()
-
-
-def _frames(
-    capture: cv2.VideoCapture, limit: int | None = None, depth: int = 4
-) -> Iterator[np.ndarray]:
+def _frames(capture: cv2.VideoCapture, depth: int = 4) -> Iterator[np.ndarray]:
     """Decoded RGB frames, read ahead by a thread of their own into a bounded queue (decoding overlaps
     the model); the reader stops when the consumer does."""
     frames: queue.Queue = queue.Queue(maxsize=depth)
     stop = threading.Event()
 
     def read() -> None:
-        count = 0
         try:
-            while (limit is None or count < limit) and not stop.is_set():
+            while not stop.is_set():
                 ok, bgr = capture.read()
                 if not ok:
                     break
-                count += 1
                 _put(frames, cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB), stop)
         finally:
             _put(frames, None, stop)
@@ -521,7 +468,7 @@ def run_video(
             _overlay_frame(segmenter, options.keep_largest),
             workers=max(2, options.workers),
         )
-        with _Meter(total, options.progress, "frames") as meter:
+        with Meter(total, options.progress, "frames") as meter:
             for outcome in outcomes:
                 if outcome.error is not None:
                     raise ImageError(f"{path}: frame {frames}: {outcome.error}")
@@ -532,7 +479,7 @@ def run_video(
                 ms = f"{(now - last) * 1e3:.2f}"
                 table.writerow([frames, stats["area_px"], area, stats["regions"], ms])
                 last, frames = now, frames + 1
-                meter.advance(frames / max(now - start, 1e-9))
+                meter.advance()
             outcomes.close()
         encoder.close()
         if frames == 0:
@@ -727,7 +674,7 @@ def infer(inputs: list[str], segmenter: Segmenter, options: InferOptions) -> Run
             address=options.ray_address,
             actors=options.ray_actors,
         )
-        guard.created |= {p.resolve() for job in images for p in job.outputs.values() if p.exists()}
+        guard.adopt(p for job in images for p in job.outputs.values() if p.exists())
     else:
         run_images(segmenter, images, options, guard, summary)
     for job in videos:
@@ -802,7 +749,6 @@ def merge_parts(out: Path) -> RunSummary:
         merged.images += r.get("images", [])
     if missing:
         merged.stopped = f"part(s) {missing} of {num_parts} have not run (or wrote no record)"
-    options = InferOptions(out=out)
     guard = OutputGuard()
     outputs = {o for r in parts for o in r["outputs"]}
     record = {
@@ -816,7 +762,5 @@ def merge_parts(out: Path) -> RunSummary:
         "outputs": sorted(outputs),
     }
     ours = read_record(out) is not None
-    guard.write(
-        options.out / RECORD_NAME, (json.dumps(record, indent=1) + "\n").encode(), ours=ours
-    )
+    guard.write(out / RECORD_NAME, (json.dumps(record, indent=1) + "\n").encode(), ours=ours)
     return merged

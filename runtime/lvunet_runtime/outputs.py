@@ -52,7 +52,7 @@ def frame_stats(mask: np.ndarray) -> dict:
     return {"area_px": area, "area_fraction": area / float(mask.size), "regions": int(regions)}
 
 
-def region_stats(mask: np.ndarray, *, contours: bool = True) -> dict:
+def region_stats(mask: np.ndarray) -> dict:
     """Area (pixels, fraction), bounding box, and each 8-connected region's area and contour."""
     mask8 = mask.astype(np.uint8)
     count, labels, stats, _ = cv2.connectedComponentsWithStats(mask8, connectivity=8)
@@ -70,13 +70,11 @@ def region_stats(mask: np.ndarray, *, contours: bool = True) -> dict:
     regions = []
     for index in np.argsort(-stats[1:, cv2.CC_STAT_AREA]) + 1 if count > 1 else []:
         x, y, w, h, region_area = (int(v) for v in stats[index])
-        entry = {"area_px": region_area, "bbox_xywh": [x, y, w, h]}
-        if contours:
-            found, _ = cv2.findContours(
-                (labels == index).astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE
-            )
-            entry["contour_xy"] = max(found, key=cv2.contourArea)[:, 0].tolist()
-        regions.append(entry)
+        found, _ = cv2.findContours(
+            (labels == index).astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE
+        )
+        contour = max(found, key=cv2.contourArea)[:, 0].tolist()
+        regions.append({"area_px": region_area, "bbox_xywh": [x, y, w, h], "contour_xy": contour})
     return {
         "width": width,
         "height": height,

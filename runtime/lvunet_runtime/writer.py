@@ -65,6 +65,11 @@ class OutputGuard:
         self.created: set[Path] = set()
         self._lock = threading.Lock()
 
+    def adopt(self, paths: Iterable[Path]) -> None:
+        """Count files written for this run by other processes (Ray actors) as this run's own."""
+        with self._lock:
+            self.created |= {_key(Path(p)) for p in paths}
+
     def protect(self, paths: Iterable[Path]) -> None:
         """Add more inputs (found after the guard was made)."""
         with self._lock:
