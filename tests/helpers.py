@@ -50,6 +50,7 @@ def run_entry(program: str, args: list, env: dict | None = None, cwd: Path | Non
         "infer": ("lvunet_runtime.cli", "infer_main"),
         "eval": ("lvunet_runtime.cli", "eval_main"),
         "bench": ("lvunet_runtime.cli", "bench_main"),
+        "serve": ("lvunet_runtime.serve.cli", "main"),
         "train": ("lvunet_edge.cli", "main"),
         "export": ("lvunet_export.cli", "main"),
     }[program]
@@ -184,6 +185,7 @@ def cli(program: str, *args) -> CliResult:
         "infer": ("lvunet_runtime.cli", "infer_app"),
         "eval": ("lvunet_runtime.cli", "eval_app"),
         "bench": ("lvunet_runtime.cli", "bench_app"),
+        "serve": ("lvunet_runtime.serve.cli", "serve_app"),
         "train": ("lvunet_edge.cli", "app"),
         "export": ("lvunet_export.cli", "app"),
     }[program]

@@ -86,6 +86,22 @@ def region_stats(mask: np.ndarray) -> dict:
     }
 
 
+def mask_png(mask: np.ndarray) -> bytes:
+    """The mask file ``lvunet-infer`` writes (and ``lvunet-serve`` serves): a 1-bit 0/255 PNG."""
+    return encode_png(mask.astype(np.uint8) * 255, bilevel=True)
+
+
+def probability_png(probability: np.ndarray) -> bytes:
+    """The probability map as an 8-bit PNG (probability x 255, rounded)."""
+    return encode_png((probability * 255 + 0.5).astype(np.uint8))
+
+
+def image_json(meta: dict, mask: np.ndarray) -> tuple[bytes, dict]:
+    """The per-image JSON file (``meta`` then :func:`region_stats`), and the statistics."""
+    stats = region_stats(mask)
+    return (json.dumps({**meta, **stats}, indent=1) + "\n").encode(), stats
+
+
 def write_image_outputs(
     paths: dict[str, Path],
     guard: OutputGuard,
@@ -97,14 +113,14 @@ def write_image_outputs(
     """Write the given outputs of one image (``mask``, ``overlay``, ``prob``, ``json``) through the
     guard; returns its summary statistics."""
     if "mask" in paths:
-        guard.write(paths["mask"], encode_png(mask.astype(np.uint8) * 255, bilevel=True))
+        guard.write(paths["mask"], mask_png(mask))
     if "overlay" in paths and rgb is not None:
         guard.write(paths["overlay"], encode_png(overlay(rgb, mask)))
     if "prob" in paths:
-        guard.write(paths["prob"], encode_png((probability * 255 + 0.5).astype(np.uint8)))
+        guard.write(paths["prob"], probability_png(probability))
     if "json" not in paths:  # the run summary needs only the area; regions cost a labelling pass
         area = int(np.count_nonzero(mask))
         return {"area_px": area, "area_fraction": area / mask.size}
-    stats = region_stats(mask)
-    guard.write(paths["json"], (json.dumps({**meta, **stats}, indent=1) + "\n").encode())
+    data, stats = image_json(meta, mask)
+    guard.write(paths["json"], data)
     return {k: stats[k] for k in ("area_px", "area_fraction", "regions")}

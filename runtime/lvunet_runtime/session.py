@@ -376,10 +376,17 @@ class Segmenter:
         return self.run(to_model_input(batch, self.contract))
 
     def finish(
-        self, output: np.ndarray, size: tuple[int, int], *, keep_largest: bool = False
+        self,
+        output: np.ndarray,
+        size: tuple[int, int],
+        *,
+        keep_largest: bool = False,
+        threshold: float | None = None,
     ) -> Prediction:
-        """Stage 3: one image's model output -> probability and mask at the image's ``size``."""
-        prob, mask = postprocess(output, size, self.threshold, self.contract.output_meaning)
+        """Stage 3: one image's model output -> probability and mask at the image's ``size``
+        (thresholded at ``threshold``, default the segmenter's)."""
+        threshold = self.threshold if threshold is None else threshold
+        prob, mask = postprocess(output, size, threshold, self.contract.output_meaning)
         return Prediction(prob, keep_largest_region(mask) if keep_largest else mask)
 
     def predict_batch(

@@ -1,0 +1,457 @@
+"""The ``lvunet-serve`` web application: a page for people and an HTTP API behind it (FastAPI).
+
+Everything the page shows comes through the API, with the same pre- and post-processing as
+``lvunet-infer`` (a mask downloaded at threshold T is byte for byte the file ``lvunet-infer --threshold T``
+writes). A segmented image keeps its model output (at the model's size) in a bounded in-memory store, so
+re-thresholding and downloads never run the model again. Uploads are decoded from a private temporary
+folder that is removed when the server stops; nothing else is written. Image names travel only in a
+request header and response bodies, never in URLs or logs.
+"""
+
+from __future__ import annotations
+
+import io
+import secrets
+import shutil
+import sys
+import tempfile
+import threading
+import time
+import zipfile
+from collections import OrderedDict
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from urllib.parse import unquote, urlsplit
+
+import numpy as np
+from fastapi import FastAPI, Query, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import HTMLResponse, JSONResponse, Response
+from fastapi.staticfiles import StaticFiles
+from starlette.concurrency import run_in_threadpool
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.middleware.trustedhost import TrustedHostMiddleware
+
+from lvunet_runtime import __version__
+from lvunet_runtime.errors import LVUNetRuntimeError, ModelError
+from lvunet_runtime.image import DEFAULT_MAX_PIXELS, load_image
+from lvunet_runtime.outputs import encode_png, image_json, mask_png, overlay, probability_png
+from lvunet_runtime.session import Segmenter, bundled_models
+
+DEFAULT_MAX_UPLOAD_MB = 50
+DEFAULT_STORE_MB = 256
+OUTPUTS = ("json", "mask", "probability", "overlay", "image")
+MEDIA = {name: "image/png" for name in OUTPUTS} | {"json": "application/json"}
+
+
+class ApiError(Exception):
+    """A request the server refuses: HTTP status and one line for the client."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+@dataclass
+class Settings:
+    """What ``lvunet-serve`` was started with."""
+
+    model: str = "polyp"
+    models_dir: Path | None = None
+    providers: list[str] | None = None
+    threads: int | None = None
+    max_pixels: int = DEFAULT_MAX_PIXELS
+    max_upload_bytes: int = DEFAULT_MAX_UPLOAD_MB << 20
+    store_bytes: int = DEFAULT_STORE_MB << 20
+    allowed_hosts: list[str] = field(default_factory=lambda: ["127.0.0.1", "localhost"])
+
+
+@dataclass
+class Result:
+    """One segmented upload, kept so it can be re-thresholded and downloaded without a model run."""
+
+    output: np.ndarray  # the model's output at its own size
+    size: tuple[int, int]  # the image's (height, width)
+    name: str
+    model: str
+    upload: bytes  # the file as uploaded, decoded again only for an overlay
+
+    @property
+    def nbytes(self) -> int:
+        return self.output.nbytes + len(self.upload)
+
+
+class Models:
+    """The bundled models and the ``.onnx`` files of one folder, each loaded once, on first use.
+
+    Folder models are listed by file name (``name.onnx``) and never uploaded: the folder is read when the
+    server starts and on each listing, so a file added later appears without a restart.
+    """
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self._loaded: dict[str, Segmenter] = {}
+        self._locks: dict[str, threading.Lock] = {}
+        self._guard = threading.Lock()
+        self.runs = 0  # model runs since the start (tests use it: re-thresholding must not add one)
+
+    def sources(self) -> dict[str, Path | str]:
+        found: dict[str, Path | str] = {name: name for name in bundled_models()}
+        folder = self.settings.models_dir
+        if folder is not None and folder.is_dir():
+            for path in sorted(folder.glob("*.onnx")):
+                if path.is_file() and path.name not in found:
+                    found[path.name] = path
+        return found
+
+    def get(self, name: str) -> tuple[Segmenter, threading.Lock]:
+        with self._guard:
+            if name in self._loaded:
+                return self._loaded[name], self._locks[name]
+        source = self.sources().get(name)
+        if source is None:
+            raise ApiError(404, f"no model named {name!r}; GET /api/models lists them")
+        try:
+            segmenter = Segmenter(
+                source, providers=self.settings.providers, threads=self.settings.threads
+            )
+        except LVUNetRuntimeError as exc:
+            raise ApiError(422, f"model {name!r} cannot be used: {_one_line(exc)}") from None
+        with self._guard:
+            self._loaded.setdefault(name, segmenter)
+            self._locks.setdefault(name, threading.Lock())
+            return self._loaded[name], self._locks[name]
+
+    def describe(self, name: str) -> dict:
+        segmenter, _ = self.get(name)
+        contract = segmenter.contract
+        return {
+            "name": name,
+            "source": "bundled" if name in bundled_models() else "folder",
+            "input_size": [contract.input_height, contract.input_width],
+            "threshold": segmenter.threshold,
+            "label": contract.label,
+            "training_dataset": contract.training_dataset,
+            "test_metrics": contract.test_metrics,
+            "providers": segmenter.active_providers,
+        }
+
+
+class Store:
+    """Results by id, oldest dropped first once their bytes pass the budget."""
+
+    def __init__(self, budget: int) -> None:
+        self.budget = budget
+        self._items: OrderedDict[str, Result] = OrderedDict()
+        self._bytes = 0
+        self._lock = threading.Lock()
+
+    def add(self, result: Result) -> str:
+        key = secrets.token_urlsafe(12)
+        with self._lock:
+            self._items[key] = result
+            self._bytes += result.nbytes
+            while self._bytes > self.budget and len(self._items) > 1:
+                _, old = self._items.popitem(last=False)
+                self._bytes -= old.nbytes
+        return key
+
+    def get(self, key: str) -> Result:
+        with self._lock:
+            result = self._items.get(key)
+            if result is not None:
+                self._items.move_to_end(key)
+        if result is None:
+            raise ApiError(404, "result not found or expired; segment the image again")
+        return result
+
+
+def _one_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0][:300] if text else type(exc).__name__
+
+
+class Service:
+    """The work behind the API: decode an upload, run a model, threshold, encode."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.models = Models(settings)
+        self.store = Store(settings.store_bytes)
+        self.folder = Path(tempfile.mkdtemp(prefix="lvunet-serve-"))
+
+    def close(self) -> None:
+        shutil.rmtree(self.folder, ignore_errors=True)
+
+    def decode(self, data: bytes, max_pixels: int | None = None) -> np.ndarray:
+        """An uploaded file -> RGB uint8, through the same reader as ``lvunet-infer``."""
+        if not data:
+            raise ApiError(400, "empty upload: send the image file as the request body")
+        fd, name = tempfile.mkstemp(dir=self.folder)
+        path = Path(name)
+        try:
+            with open(fd, "wb") as handle:
+                handle.write(data)
+            rgb, _ = load_image(path, max_pixels=max_pixels or self.settings.max_pixels)
+        except LVUNetRuntimeError as exc:
+            raise ApiError(
+                400, "the upload" + _one_line(exc).removeprefix(str(path)).rstrip()
+            ) from None
+        finally:
+            path.unlink(missing_ok=True)
+        return rgb
+
+    def segment(self, data: bytes, model: str) -> tuple[Result, Segmenter, float]:
+        segmenter, lock = self.models.get(model)
+        rgb = self.decode(data)
+        prepared = segmenter.prepare(rgb)
+        with lock:  # one run at a time per model: concurrent tabs queue here instead of oversubscribing
+            start = time.perf_counter()
+            output = segmenter.run_prepared([prepared])[0]
+            elapsed = (time.perf_counter() - start) * 1000
+            self.models.runs += 1
+        return Result(output, prepared.size, "", model, data), segmenter, elapsed
+
+    def render(self, result: Result, output: str, threshold: float | None) -> tuple[bytes, dict]:
+        """One output of a result at ``threshold``: the bytes ``lvunet-infer`` would write."""
+        segmenter, _ = self.models.get(result.model)
+        threshold = segmenter.threshold if threshold is None else threshold
+        prediction = segmenter.finish(result.output, result.size, threshold=threshold)
+        if output == "mask":
+            return mask_png(prediction.mask), {}
+        if output == "probability":
+            return probability_png(prediction.probability), {}
+        if output == "overlay":
+            return encode_png(overlay(self.decode(result.upload), prediction.mask)), {}
+        if output == "image":  # what the model saw, as PNG (browsers cannot show TIFF or 16-bit)
+            return encode_png(self.decode(result.upload)), {}
+        meta = {"input": result.name, "model": str(segmenter.path), "threshold": threshold}
+        data, stats = image_json(meta, prediction.mask)
+        return data, stats
+
+
+def _stem(name: str) -> str:
+    stem = Path(name.replace("\\", "/")).name.rsplit(".", 1)[0] or "image"
+    return "".join(c if c.isalnum() or c in "-_." else "_" for c in stem)[:100]
+
+
+def _zip(service: Service, keys: list[str], threshold: float | None) -> bytes:
+    """Mask, overlay, probability map and JSON of each result, named as ``lvunet-infer`` names them."""
+    buffer = io.BytesIO()
+    used: set[str] = set()
+    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_STORED) as archive:
+        for key in keys:
+            result = service.store.get(key)
+            stem, number = _stem(result.name), 1
+            while stem in used:
+                number += 1
+                stem = f"{_stem(result.name)}-{number}"
+            used.add(stem)
+            for output, suffix in (
+                ("mask", "_mask.png"),
+                ("overlay", "_overlay.png"),
+                ("probability", "_prob.png"),
+                ("json", ".json"),
+            ):
+                archive.writestr(stem + suffix, service.render(result, output, threshold)[0])
+    return buffer.getvalue()
+
+
+async def _body(request: Request, limit: int) -> bytes:
+    """The request body, refused (413) past ``limit`` bytes before or while it is read."""
+    declared = request.headers.get("content-length")
+    if declared is not None:
+        if not declared.isdigit():
+            raise ApiError(400, "bad Content-Length header")
+        if int(declared) > limit:
+            raise ApiError(413, f"upload of {int(declared) >> 20} MB is over the limit of {limit >> 20} MB")
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise ApiError(413, f"upload is over the limit of {limit >> 20} MB")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def _check_threshold(threshold: float | None) -> float | None:
+    if threshold is not None and not 0.0 < threshold < 1.0:
+        raise ApiError(422, f"threshold must be between 0 and 1 (exclusive), not {threshold}")
+    return threshold
+
+
+def _output(output: str) -> str:
+    if output not in OUTPUTS:
+        raise ApiError(422, f"output must be one of {', '.join(OUTPUTS)}, not {output!r}")
+    return output
+
+
+def create_app(settings: Settings) -> FastAPI:
+    """The application: page, static assets, API, and the request checks around them."""
+    service = Service(settings)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI):
+        try:
+            yield
+        finally:
+            service.close()  # the temporary folder goes with the server
+
+    app = FastAPI(
+        lifespan=lifespan,
+        title="lvunet-serve",
+        version=__version__,
+        description=(
+            "Segment images with LV-UNet ONNX models, with the same pre- and post-processing as "
+            "lvunet-infer. Research software, not a medical device. Errors are JSON "
+            '`{"error": "one line"}` with a 4xx status for the client\'s fault.'
+        ),
+        docs_url=None,  # FastAPI's docs page loads its scripts from a CDN; the schema is served offline
+        redoc_url=None,
+    )
+    app.state.service = service
+    static = resources.files("lvunet_runtime.serve") / "static"
+    allowed = {h.lower() for h in settings.allowed_hosts}
+
+    @app.middleware("http")
+    async def guard(request: Request, call_next):
+        # A page on another site may send requests to 127.0.0.1; a browser names it in Origin.
+        origin = request.headers.get("origin")
+        if origin and request.method not in ("GET", "HEAD"):
+            host = urlsplit(origin).hostname or ""
+            if origin == "null" or host.lower() not in allowed:
+                return JSONResponse({"error": "cross-origin request refused"}, status_code=403)
+        try:
+            return await call_next(request)
+        except Exception as exc:  # noqa: BLE001 - one line on the console; the server keeps running
+            print(
+                f"lvunet-serve: internal error on {request.url.path}: {type(exc).__name__}: "
+                f"{_one_line(exc)}",
+                file=sys.stderr,
+            )
+            return JSONResponse(
+                {"error": f"internal error ({type(exc).__name__}); the server keeps running"},
+                status_code=500,
+            )
+
+    app.add_middleware(TrustedHostMiddleware, allowed_hosts=sorted(allowed) or ["127.0.0.1"])
+
+    @app.exception_handler(ApiError)
+    async def api_error(request: Request, exc: ApiError):
+        return JSONResponse({"error": str(exc)}, status_code=exc.status)
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid(request: Request, exc: RequestValidationError):
+        first = exc.errors()[0] if exc.errors() else {}
+        where = ".".join(str(p) for p in first.get("loc", ()) if p not in ("query", "path"))
+        return JSONResponse(
+            {"error": f"{where or 'request'}: {first.get('msg', 'invalid request')}"},
+            status_code=422,
+        )
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, exc: StarletteHTTPException):
+        return JSONResponse({"error": str(exc.detail)}, status_code=exc.status_code)
+
+    @app.get("/", response_class=HTMLResponse, include_in_schema=False)
+    def page() -> HTMLResponse:
+        return HTMLResponse((static / "index.html").read_text(encoding="utf-8"))
+
+    app.mount("/static", StaticFiles(directory=str(static)), name="static")
+
+    @app.get("/api/health", summary="Server status")
+    def health() -> dict:
+        """Version, the default model, the execution providers in use, and model runs so far."""
+        segmenter, _ = service.models.get(settings.model)
+        return {
+            "status": "ok",
+            "version": __version__,
+            "default_model": settings.model,
+            "providers": segmenter.active_providers,
+            "model_runs": service.models.runs,
+        }
+
+    @app.get("/api/models", summary="Models that can be used")
+    def models() -> dict:
+        """The bundled models and the `.onnx` files of the folder given at start (`--models-dir`)."""
+        sources = service.models.sources()
+        return {
+            "default": settings.model,
+            "models": [
+                {"name": name, "source": "bundled" if isinstance(src, str) else "folder"}
+                for name, src in sources.items()
+            ],
+        }
+
+    @app.get("/api/models/{name}", summary="One model's contract")
+    def model_info(name: str) -> dict:
+        """Input size, default threshold, label, training data and measured test accuracy."""
+        return service.models.describe(name)
+
+    segment_body = {
+        "requestBody": {
+            "required": True,
+            "description": "The image file itself (PNG, JPEG, BMP, TIFF, WebP, ...), not a form.",
+            "content": {"application/octet-stream": {"schema": {"type": "string", "format": "binary"}}},
+        }
+    }
+
+    @app.post("/api/segment", summary="Segment one image", openapi_extra=segment_body)
+    async def segment(
+        request: Request,
+        model: str | None = Query(None, description="Model name (default: the server's)."),
+        threshold: float | None = Query(None, description="0 < T < 1 (default: the model's)."),
+        output: str = Query("json", description="json, mask, probability, overlay or image."),
+        store: bool = Query(True, description="Keep the result for /api/results (false for live frames)."),
+    ) -> Response:
+        """Send the image as the body; get back the mask PNG, the probability map, an overlay, the
+        decoded image, or the JSON `lvunet-infer --json` writes. The optional `X-Image-Name` header
+        (URL-encoded) names the image in the JSON. Response headers: `X-Result-Id` (when stored), `X-Inference-Ms`, `X-Model`,
+        `X-Provider`, `X-Image-Size` (WxH)."""
+        threshold, output = _check_threshold(threshold), _output(output)
+        data = await _body(request, settings.max_upload_bytes)
+        name = unquote(request.headers.get("x-image-name", "upload"))[:300]
+        result, segmenter, elapsed = await run_in_threadpool(
+            service.segment, data, model or settings.model
+        )
+        result.name = name
+        headers = {
+            "X-Inference-Ms": f"{elapsed:.1f}",
+            "X-Model": result.model,
+            "X-Provider": segmenter.active_providers[0],
+            "X-Image-Size": f"{result.size[1]}x{result.size[0]}",
+        }
+        if store:
+            headers["X-Result-Id"] = service.store.add(result)
+        body, _ = await run_in_threadpool(service.render, result, output, threshold)
+        return Response(body, media_type=MEDIA[output], headers=headers)
+
+    @app.get("/api/results/{key}", summary="A stored result at a threshold")
+    def result(
+        key: str,
+        threshold: float | None = Query(None, description="0 < T < 1 (default: the model's)."),
+        output: str = Query("json", description="json, mask, probability, overlay or image."),
+    ) -> Response:
+        """Re-threshold a segmented image without running the model again."""
+        threshold, output = _check_threshold(threshold), _output(output)
+        body, _ = service.render(service.store.get(key), output, threshold)
+        return Response(body, media_type=MEDIA[output])
+
+    @app.get("/api/results.zip", summary="Several stored results as one zip")
+    def results_zip(
+        ids: list[str] = Query(..., description="Result ids (repeat the parameter)."),
+        threshold: float | None = Query(None, description="0 < T < 1 (default: each model's)."),
+    ) -> Response:
+        """For each result: `<stem>_mask.png`, `<stem>_overlay.png`, `<stem>_prob.png`, `<stem>.json`."""
+        threshold = _check_threshold(threshold)
+        if len(ids) > 1000:
+            raise ApiError(422, "at most 1000 results per zip")
+        return Response(
+            _zip(service, ids, threshold),
+            media_type="application/zip",
+            headers={"Content-Disposition": 'attachment; filename="lvunet-results.zip"'},
+        )
+
+    return app

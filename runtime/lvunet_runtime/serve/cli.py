@@ -1,0 +1,139 @@
+"""``lvunet-serve``: start the local web page and its API (needs ``lvunet-runtime[serve]``)."""
+
+from __future__ import annotations
+
+import ipaddress
+import socket
+import sys
+from pathlib import Path
+
+import typer
+
+from lvunet_runtime.cli import EXIT_CODES_HELP, run_command, version_option
+from lvunet_runtime.errors import LVUNetRuntimeError
+from lvunet_runtime.image import DEFAULT_MAX_PIXELS
+
+INSTALL = "pip install 'lvunet-runtime[serve]'"
+serve_app = typer.Typer(add_completion=False, epilog=EXIT_CODES_HELP)
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def allowed_hosts(host: str, extra: list[str]) -> list[str]:
+    """Host header values the server answers (anything else is refused: DNS rebinding)."""
+    names = {host.lower(), *(h.lower() for h in extra)}
+    if _is_loopback(host):
+        names |= {"127.0.0.1", "localhost"}
+    if host in ("0.0.0.0", "::"):
+        names |= {"127.0.0.1", "localhost", socket.gethostname().lower(), socket.getfqdn().lower()}
+    return sorted(names)
+
+
+def bind(host: str, port: int) -> socket.socket:
+    """The listening socket, bound before anything else starts (a clear error for a taken port)."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+    except OSError as exc:
+        sock.close()
+        reason = "is in use" if exc.errno in (98, 48, 10048) else f"cannot be used ({exc.strerror})"
+        raise LVUNetRuntimeError(
+            f"{host}:{port} {reason}; pick another with --port (0 picks a free one)"
+        ) from None
+    sock.listen(128)
+    return sock
+
+
+@serve_app.command(epilog=EXIT_CODES_HELP)
+def serve_command(
+    model: str = typer.Option(
+        "polyp", "--model", "-m", help="Model the page starts with (bundled name or a --models-dir file)."
+    ),
+    models_dir: Path | None = typer.Option(
+        None, help="A folder of .onnx files to offer besides the bundled models (never uploads)."
+    ),
+    host: str = typer.Option(
+        "127.0.0.1", help="Address to listen on; anything but loopback has NO authentication."
+    ),
+    port: int = typer.Option(8000, min=0, max=65535, help="Port (0 picks a free one)."),
+    allow_host: list[str] = typer.Option(
+        [], help="Another Host header name to answer (e.g. this machine's DNS name); repeatable."
+    ),
+    provider: str | None = typer.Option(None, help="Execution provider, e.g. cpu, openvino, cuda."),
+    threads: int | None = typer.Option(None, min=1, help="ONNX Runtime intra-op threads."),
+    max_pixels: int = typer.Option(
+        DEFAULT_MAX_PIXELS, min=1, help="Refuse uploads with more pixels than this."
+    ),
+    max_upload_mb: int = typer.Option(50, min=1, help="Refuse uploads larger than this."),
+    version: bool = version_option("lvunet-serve"),
+) -> None:
+    """A local web page to segment images and a camera, and the HTTP API behind it (/openapi.json).
+
+    Research software, not a medical device.
+    """
+    try:
+        import uvicorn
+
+        from lvunet_runtime.serve.app import Settings, create_app
+    except ImportError:
+        raise LVUNetRuntimeError(f"lvunet-serve needs its extra: {INSTALL}") from None
+    from lvunet_runtime.cli import quiet_onnxruntime
+
+    quiet_onnxruntime()
+    if models_dir is not None and not models_dir.is_dir():
+        raise LVUNetRuntimeError(f"--models-dir {models_dir}: not a folder")
+    settings = Settings(
+        model=model,
+        models_dir=models_dir,
+        providers=[p for p in provider.split(",") if p.strip()] if provider else None,
+        threads=threads,
+        max_pixels=max_pixels,
+        max_upload_bytes=max_upload_mb << 20,
+        allowed_hosts=allowed_hosts(host, allow_host),
+    )
+    app = create_app(settings)
+    service = app.state.service
+    try:
+        from lvunet_runtime.serve.app import ApiError
+
+        segmenter, _ = service.models.get(model)  # a bad default model refuses before listening
+    except ApiError as exc:
+        service.close()
+        raise LVUNetRuntimeError(str(exc)) from None
+    sock = bind(host, port)
+    bound = sock.getsockname()[1]
+    shown = f"[{host}]" if ":" in host else host
+    if not _is_loopback(host):
+        typer.echo(
+            f"lvunet-serve: warning: listening on {host} with NO authentication: anyone who can reach "
+            "this machine can use it. Their browsers allow the camera only over https or localhost.",
+            err=True,
+        )
+    typer.echo(
+        f"lvunet-serve: http://{shown}:{bound}/ (model {model}, {segmenter.active_providers[0]}); "
+        "Ctrl+C stops. Research software, not a medical device.",
+    )
+    sys.stdout.flush()
+    config = uvicorn.Config(app, log_level="warning", access_log=False, lifespan="on")
+    try:
+        uvicorn.Server(config).run(sockets=[sock])
+    except KeyboardInterrupt:  # uvicorn re-raises Ctrl+C after its clean shutdown: the normal way out
+        typer.echo("lvunet-serve: stopped")
+    finally:
+        sock.close()
+        service.close()
+
+
+def main() -> None:
+    """``lvunet-serve`` entry point."""
+    sys.exit(run_command(serve_app, "lvunet-serve"))
+

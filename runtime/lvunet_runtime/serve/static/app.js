@@ -1,0 +1,321 @@
+// lvunet-serve page: uploads go to the API one at a time; the probability map comes back once, and the
+// threshold slider re-draws every preview from it here, without another model run. Statistics and
+// downloads are asked of the server at the slider's threshold, so they match lvunet-infer exactly.
+"use strict";
+
+const $ = (id) => document.getElementById(id);
+const IMAGE_EXT = /\.(png|jpe?g|bmp|tiff?|webp|gif)$/i;
+const TINT = [0, 255, 0];
+const ALPHA = 0.35;
+const cards = [];
+let queue = Promise.resolve();
+
+function threshold() { return $("threshold").value; }
+
+function message(text) { $("message").textContent = text || ""; }
+
+async function errorText(response) {
+  try { return (await response.json()).error || response.statusText; }
+  catch (e) { return `${response.status} ${response.statusText}`; }
+}
+
+async function api(url, options) {
+  let response;
+  try { response = await fetch(url, options); }
+  catch (e) { throw new Error("the server cannot be reached (is lvunet-serve still running?)"); }
+  if (!response.ok) throw new Error(await errorText(response));
+  return response;
+}
+
+async function pixels(blob) {
+  const bitmap = await createImageBitmap(blob);
+  const canvas = new OffscreenCanvas(bitmap.width, bitmap.height);
+  const context = canvas.getContext("2d");
+  context.drawImage(bitmap, 0, 0);
+  return context.getImageData(0, 0, bitmap.width, bitmap.height);
+}
+
+// Mask from an 8-bit probability map at threshold t: p > t, as the server does on the float map.
+function maskOf(prob, t) {
+  const limit = t * 255, data = prob.data, mask = new Uint8Array(prob.width * prob.height);
+  for (let i = 0, j = 0; i < mask.length; i++, j += 4) mask[i] = data[j] > limit ? 1 : 0;
+  return mask;
+}
+
+function drawView(card) {
+  if (!card.prob) return;
+  const { width, height } = card.prob;
+  const canvas = card.element.querySelector(".view");
+  canvas.width = width; canvas.height = height;
+  const context = canvas.getContext("2d");
+  const mask = maskOf(card.prob, Number(threshold()));
+  const out = context.createImageData(width, height);
+  const base = card.image.data, data = out.data;
+  const maskOnly = $("show-mask").checked, tint = $("show-overlay").checked;
+  for (let i = 0, j = 0; i < mask.length; i++, j += 4) {
+    if (maskOnly) {
+      const v = mask[i] ? 255 : 0;
+      data[j] = data[j + 1] = data[j + 2] = v;
+    } else {
+      for (let c = 0; c < 3; c++) {
+        data[j + c] = mask[i] && tint ? base[j + c] * (1 - ALPHA) + TINT[c] * ALPHA + 0.5 : base[j + c];
+      }
+    }
+    data[j + 3] = 255;
+  }
+  if ($("show-outline").checked && !maskOnly) {
+    const reach = Math.max(1, Math.round(Math.max(width, height) / 400));
+    for (let y = 0; y < height; y++) {
+      for (let x = 0; x < width; x++) {
+        if (!mask[y * width + x]) continue;
+        let edge = false;
+        for (let d = 1; d <= reach && !edge; d++) {
+          edge = x < d || y < d || x + d >= width || y + d >= height ||
+            !mask[y * width + x - d] || !mask[y * width + x + d] ||
+            !mask[(y - d) * width + x] || !mask[(y + d) * width + x];
+        }
+        if (edge) { const j = 4 * (y * width + x); data[j] = TINT[0]; data[j + 1] = TINT[1]; data[j + 2] = TINT[2]; }
+      }
+    }
+  }
+  context.putImageData(out, 0, 0);
+  card.element.querySelector(".view-caption").textContent =
+    maskOnly ? `Mask at ${threshold()}` : `Segmentation at ${threshold()}`;
+}
+
+function showStats(card, stats) {
+  const element = card.element;
+  element.querySelector(".area").textContent =
+    `${stats.area_px.toLocaleString("en")} px (${(100 * stats.area_fraction).toFixed(2)} %)`;
+  element.querySelector(".regions").textContent = String(stats.regions);
+  element.dataset.area = String(stats.area_px);
+  element.dataset.threshold = String(stats.threshold);
+}
+
+async function refreshStats(card) {
+  if (!card.id) return;
+  try {
+    const response = await api(`/api/results/${card.id}?output=json&threshold=${threshold()}`);
+    showStats(card, await response.json());
+  } catch (e) { card.element.querySelector(".status").textContent = e.message; }
+}
+
+function newCard(name) {
+  const element = $("card-template").content.firstElementChild.cloneNode(true);
+  element.querySelector(".name").textContent = name;
+  $("results").appendChild(element);
+  const card = { name, element };
+  cards.push(card);
+  for (const button of element.querySelectorAll(".download")) {
+    button.addEventListener("click", () => download(card, button.dataset.output));
+  }
+  return card;
+}
+
+async function segment(file, name) {
+  const card = newCard(name);
+  const model = $("model").value;
+  try {
+    const response = await api(`/api/segment?model=${encodeURIComponent(model)}&output=probability`, {
+      method: "POST", body: file,
+      headers: { "Content-Type": "application/octet-stream", "X-Image-Name": encodeURIComponent(name) },
+    });
+    card.id = response.headers.get("X-Result-Id");
+    card.model = response.headers.get("X-Model");
+    card.prob = await pixels(await response.blob());
+    const image = await api(`/api/results/${card.id}?output=image`);
+    card.image = await pixels(await image.blob());
+    const original = card.element.querySelector(".original");
+    original.width = card.image.width; original.height = card.image.height;
+    original.getContext("2d").putImageData(card.image, 0, 0);
+    drawView(card);
+    card.element.querySelector(".card-model").textContent = card.model;
+    card.element.querySelector(".latency").textContent =
+      `${response.headers.get("X-Inference-Ms")} ms (${response.headers.get("X-Provider")})`;
+    await refreshStats(card);
+    card.element.querySelector(".status").textContent =
+      `${card.image.width}x${card.image.height}`;
+    card.element.dataset.id = card.id;
+    card.element.dataset.state = "done";
+    for (const button of card.element.querySelectorAll(".download")) button.disabled = false;
+  } catch (e) {
+    card.element.dataset.state = "error";
+    card.element.querySelector(".status").textContent = `Not segmented: ${e.message}`;
+  }
+  updateButtons();
+}
+
+function addFiles(files, fromFolder) {
+  const list = Array.from(files).filter((f) => !fromFolder || IMAGE_EXT.test(f.name));
+  if (!list.length) { message(fromFolder ? "No images in that folder." : "No files."); return; }
+  message("");
+  for (const file of list) {
+    const name = file.webkitRelativePath || file.name;
+    queue = queue.then(() => segment(file, name));
+  }
+}
+
+function stemOf(name) {
+  const base = name.split(/[\\/]/).pop();
+  return base.includes(".") ? base.slice(0, base.lastIndexOf(".")) : base;
+}
+
+async function save(url, filename) {
+  try {
+    const blob = await (await api(url)).blob();
+    const link = document.createElement("a");
+    link.href = URL.createObjectURL(blob);
+    link.download = filename;
+    document.body.appendChild(link);
+    link.click();
+    link.remove();
+    setTimeout(() => URL.revokeObjectURL(link.href), 60000);
+    message("");
+  } catch (e) { message(`Download failed: ${e.message}`); }
+}
+
+function download(card, output) {
+  const suffix = output === "mask" ? "_mask.png" : ".json";
+  save(`/api/results/${card.id}?output=${output}&threshold=${threshold()}`, stemOf(card.name) + suffix);
+}
+
+function updateButtons() {
+  $("download-zip").disabled = !cards.some((c) => c.id);
+  $("clear").disabled = !cards.length;
+}
+
+let drawPending = false;
+function redrawAll() {
+  if (drawPending) return;
+  drawPending = true;
+  requestAnimationFrame(() => { drawPending = false; for (const card of cards) drawView(card); });
+}
+
+// ---- camera: one frame in flight; frames that arrive meanwhile are shown but not sent (dropped) ----
+const live = { stream: null, busy: false, mask: null, done: [], sent: 0, dropped: 0, ms: 0 };
+
+async function liveMask(blob) {
+  const data = await pixels(blob);
+  const overlay = new OffscreenCanvas(data.width, data.height);
+  const context = overlay.getContext("2d");
+  const out = context.createImageData(data.width, data.height);
+  for (let j = 0; j < out.data.length; j += 4) {
+    if (data.data[j] > 127) { out.data[j + 1] = 255; out.data[j + 3] = Math.round(255 * ALPHA); }
+  }
+  context.putImageData(out, 0, 0);
+  return overlay;
+}
+
+function sendFrame(canvas) {
+  live.busy = true;
+  live.sent++;
+  canvas.toBlob(async (blob) => {
+    const start = performance.now();
+    try {
+      const model = encodeURIComponent($("model").value);
+      const response = await api(`/api/segment?model=${model}&output=mask&store=false&threshold=${threshold()}`,
+        { method: "POST", body: blob, headers: { "Content-Type": "application/octet-stream" } });
+      live.mask = await liveMask(await response.blob());
+      live.ms = Number(response.headers.get("X-Inference-Ms"));
+      const now = performance.now();
+      live.done.push(now);
+      live.done = live.done.filter((t) => now - t < 2000);
+      live.round = now - start;
+    } catch (e) { message(`Camera: ${e.message}`); stopCamera(); }
+    live.busy = false;
+  }, "image/jpeg", 0.9);
+}
+
+function liveLoop() {
+  if (!live.stream) return;
+  const video = $("video"), canvas = $("live-canvas");
+  if (video.videoWidth) {
+    if (canvas.width !== video.videoWidth) { canvas.width = video.videoWidth; canvas.height = video.videoHeight; }
+    const context = canvas.getContext("2d");
+    context.drawImage(video, 0, 0);
+    if (!live.busy) sendFrame(canvas); else live.dropped++;
+    if (live.mask) context.drawImage(live.mask, 0, 0, canvas.width, canvas.height);
+    const fps = live.done.length > 1 ? 1000 * (live.done.length - 1) / (live.done.at(-1) - live.done[0]) : 0;
+    $("live-stats").textContent =
+      `${fps.toFixed(1)} frames/s segmented, model ${live.ms.toFixed(0)} ms, ${live.dropped} frames dropped`;
+    $("live-stats").dataset.fps = fps.toFixed(2);
+    $("live-stats").dataset.frames = String(live.sent);
+  }
+  requestAnimationFrame(liveLoop);
+}
+
+async function startCamera() {
+  if (!navigator.mediaDevices || !navigator.mediaDevices.getUserMedia) {
+    message("The camera needs this page opened as http://localhost or over https; browsers block it elsewhere.");
+    return;
+  }
+  try {
+    live.stream = await navigator.mediaDevices.getUserMedia({ video: true, audio: false });
+  } catch (e) { message(`Camera not available: ${e.message}`); return; }
+  Object.assign(live, { busy: false, mask: null, done: [], sent: 0, dropped: 0, ms: 0 });
+  const video = $("video");
+  video.srcObject = live.stream;
+  await video.play();
+  $("live").hidden = false;
+  $("camera").textContent = "Stop camera";
+  requestAnimationFrame(liveLoop);
+}
+
+function stopCamera() {
+  if (live.stream) for (const track of live.stream.getTracks()) track.stop();
+  live.stream = null;
+  $("camera").textContent = "Start camera";
+}
+
+// ---- wiring ----
+async function start() {
+  try {
+    const health = await (await api("/api/health")).json();
+    $("provider").textContent = health.providers[0];
+    $("version").textContent = health.version;
+    const models = await (await api("/api/models")).json();
+    for (const m of models.models) {
+      const option = new Option(m.source === "bundled" ? m.name : `${m.name} (folder)`, m.name);
+      $("model").add(option);
+    }
+    $("model").value = models.default;
+    await modelChanged();
+  } catch (e) { message(e.message); }
+}
+
+async function modelChanged() {
+  try {
+    const info = await (await api(`/api/models/${encodeURIComponent($("model").value)}`)).json();
+    const metrics = info.test_metrics ? `, test Dice ${info.test_metrics.dice.toFixed(3)}` : "";
+    $("model-info").textContent = `${info.label}, ${info.input_size.join("x")}${metrics}`;
+    $("threshold").value = info.threshold;
+    $("threshold-value").textContent = Number(info.threshold).toFixed(2);
+    message("");
+  } catch (e) { message(e.message); }
+  redrawAll();
+}
+
+$("model").addEventListener("change", modelChanged);
+$("threshold").addEventListener("input", () => {
+  $("threshold-value").textContent = Number(threshold()).toFixed(2);
+  redrawAll();
+});
+$("threshold").addEventListener("change", () => { for (const card of cards) refreshStats(card); });
+for (const id of ["show-overlay", "show-outline", "show-mask"]) $(id).addEventListener("change", redrawAll);
+$("files").addEventListener("change", (e) => { addFiles(e.target.files, false); e.target.value = ""; });
+$("folder").addEventListener("change", (e) => { addFiles(e.target.files, true); e.target.value = ""; });
+$("camera").addEventListener("click", () => (live.stream ? stopCamera() : startCamera()));
+$("clear").addEventListener("click", () => { cards.length = 0; $("results").textContent = ""; updateButtons(); });
+$("download-zip").addEventListener("click", () => {
+  const ids = cards.filter((c) => c.id).map((c) => `ids=${c.id}`).join("&");
+  save(`/api/results.zip?${ids}&threshold=${threshold()}`, "lvunet-results.zip");
+});
+const drop = $("drop");
+drop.addEventListener("dragover", (e) => { e.preventDefault(); drop.classList.add("over"); });
+drop.addEventListener("dragleave", () => drop.classList.remove("over"));
+drop.addEventListener("drop", (e) => {
+  e.preventDefault();
+  drop.classList.remove("over");
+  addFiles(e.dataTransfer.files, false);
+});
+start();
