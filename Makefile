@@ -2,7 +2,7 @@
 #   make demo   install the runtime alone and segment the bundled sample images
 #   make test   install everything the tests need (CPU torch, pinned in constraints.txt) and run them
 #
-# `make test` runs these parts; budget on a 2-core CI machine (keep the sum under 20 min, about 10 now):
+# `make test` runs these parts; budget on a 2-core CI machine (keep the sum under 20 min, about 11 now):
 #   test-full     .venv, Python 3.11: training, export, runtime, corpus     ~1.5 min install + ~1.5 min tests
 #   test-runtime  .venv-runtime, the runtime alone (no torch, no onnx)      ~0.5 min install + ~0.2 min tests
 #   test-oldest   Python 3.10: runtime tests + demo, newest pins for 3.10    ~0.5 min install + ~0.3 min
@@ -10,6 +10,7 @@
 #   test-lowest   Python 3.10 with the runtime's declared minimum versions  ~0.5 min install + ~0.2 min
 #   test-ray      the runtime + ray[data] (~300 MB): lvunet-infer --ray     ~1 min install + ~0.5 min
 #   test-openvino the runtime on onnxruntime-openvino (replaces onnxruntime) ~0.7 min install + ~0.3 min
+#   test-browser  lvunet-serve's page in Debian's chromium via Selenium (.venv) ~0.5 min apt + ~0.3 min
 # An interpreter that is missing is skipped with a message, except under CI=true, where it fails.
 PYTHON ?= python3
 VENV ?= .venv
@@ -26,14 +27,14 @@ TORCH_INDEX ?= https://download.pytorch.org/whl/cpu
 TORCH_INDEX_OPTION = $(shell $(PYTHON) -c "import urllib.request as u; u.urlopen('$(TORCH_INDEX)/torch/', timeout=5)" >/dev/null 2>&1 && echo --extra-index-url $(TORCH_INDEX))
 DEMO_ARGS = --overlay --json --no-progress
 
-.PHONY: test test-full test-runtime test-oldest test-newest test-lowest test-ray test-openvino demo lint clean
+.PHONY: chromium-installed test test-full test-runtime test-oldest test-newest test-lowest test-ray test-openvino test-browser demo lint clean
 
 $(VENV)/.installed: pyproject.toml export/pyproject.toml runtime/pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(VENV)/bin/python -m pip install -q $(TORCH_INDEX_OPTION) -c constraints.txt -e . -e './runtime[serve]' -e ./export pytest selenium
 	touch $@
 
-test: test-full test-runtime test-oldest test-newest test-lowest test-ray test-openvino
+test: test-full test-runtime test-oldest test-newest test-lowest test-ray test-openvino test-browser
 
 test-full: $(VENV)/.installed
 	$(VENV)/bin/python -m pytest
@@ -91,6 +92,20 @@ test-ray: .venv-ray/.installed
 
 test-openvino: .venv-openvino/.installed
 	.venv-openvino/bin/python -m pytest tests/openvino/check_openvino.py -p no:cacheprovider
+
+# The browser test drives Debian's own chromium through Debian's chromedriver (same version, from apt);
+# browser downloads by test libraries (Selenium Manager, playwright install) cannot work on these machines.
+SUDO = $(if $(filter 0,$(shell id -u)),,sudo)
+APT_GET = $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get -q -y -o Dpkg::Use-Pty=0
+chromium-installed:
+	@if ! command -v chromium >/dev/null || ! command -v chromedriver >/dev/null; then \
+		echo "installing Debian's chromium and chromium-driver (apt)"; \
+		$(APT_GET) install chromium chromium-driver >/dev/null || \
+		{ $(APT_GET) update >/dev/null && $(APT_GET) install chromium chromium-driver >/dev/null; }; \
+	fi
+
+test-browser: $(VENV)/.installed chromium-installed
+	$(VENV)/bin/python -m pytest tests/browser/check_browser.py -p no:cacheprovider
 
 $(DEMO_VENV)/.installed: runtime/pyproject.toml
 	$(PYTHON) -m venv $(DEMO_VENV)

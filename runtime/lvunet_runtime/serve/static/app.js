@@ -237,7 +237,8 @@ function liveLoop() {
     if (live.mask) context.drawImage(live.mask, 0, 0, canvas.width, canvas.height);
     const fps = live.done.length > 1 ? 1000 * (live.done.length - 1) / (live.done.at(-1) - live.done[0]) : 0;
     $("live-stats").textContent =
-      `${fps.toFixed(1)} frames/s segmented, model ${live.ms.toFixed(0)} ms, ${live.dropped} frames dropped`;
+      `${fps.toFixed(1)} frames/s segmented (round trip ${(live.round || 0).toFixed(0)} ms, model ` +
+      `${live.ms.toFixed(0)} ms), ${live.dropped} frames dropped`;
     $("live-stats").dataset.fps = fps.toFixed(2);
     $("live-stats").dataset.frames = String(live.sent);
   }

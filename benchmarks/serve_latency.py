@@ -1,0 +1,119 @@
+"""lvunet-serve: cold start to first page, and one 640x480 image through the HTTP API against the same
+work done in process (interleaved, one run, so machine drift hits both alike).
+
+    .venv/bin/python benchmarks/serve_latency.py --image ../shared/data/kvasir-seg/images/<id>.jpg \
+        --json benchmarks/results/serve/latency.json
+
+The live path's frames/s is measured in a real browser with a fake camera:
+    LVUNET_LIVE_REPORT=benchmarks/results/serve/live.json .venv/bin/python -m pytest \
+        tests/browser/check_browser.py -k live -p no:cacheprovider
+"""
+
+from __future__ import annotations
+
+import argparse
+import http.client
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+
+import cv2
+
+from lvunet_runtime.image import load_image
+from lvunet_runtime.outputs import mask_png
+from lvunet_runtime.session import Segmenter
+
+SERVE = Path(sys.executable).with_name("lvunet-serve")
+
+
+def cold_start() -> tuple[float, float]:
+    """Seconds from starting the process to the URL line, and to the first page (HTTP 200)."""
+    start = time.perf_counter()
+    process = subprocess.Popen(
+        [str(SERVE), "--port", "0"], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True
+    )
+    try:
+        line = process.stdout.readline()
+        listening = time.perf_counter() - start
+        with urllib.request.urlopen(line.split()[1], timeout=30) as response:
+            assert response.status == 200
+        return listening, time.perf_counter() - start
+    finally:
+        process.terminate()
+        process.wait(30)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--image", type=Path, required=True, help="resized to 640x480 (JPEG, q=90)")
+    parser.add_argument("--runs", type=int, default=100)
+    parser.add_argument("--starts", type=int, default=5)
+    parser.add_argument("--json", type=Path, required=True)
+    args = parser.parse_args()
+    starts = [cold_start() for _ in range(args.starts)]
+
+    with tempfile.TemporaryDirectory() as folder:
+        path = Path(folder) / "frame.jpg"
+        cv2.imwrite(str(path), cv2.resize(cv2.imread(str(args.image)), (640, 480)), [cv2.IMWRITE_JPEG_QUALITY, 90])
+        data = path.read_bytes()
+        process = subprocess.Popen(
+            [str(SERVE), "--port", "0"], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True
+        )
+        try:
+            url = process.stdout.readline().split()[1]
+            port = int(url.rsplit(":", 1)[1].strip("/"))
+            connection = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+            segmenter = Segmenter("polyp")
+
+            def api(query: str) -> tuple[float, float]:
+                start = time.perf_counter()
+                connection.request("POST", f"/api/segment?{query}", body=data)
+                response = connection.getresponse()
+                response.read()
+                assert response.status == 200
+                return (time.perf_counter() - start) * 1000, float(response.getheader("X-Inference-Ms"))
+
+            def local() -> float:  # the same work in this process: decode, model, mask PNG
+                start = time.perf_counter()
+                rgb, _ = load_image(path)
+                mask_png(segmenter.predict(rgb).mask)
+                return (time.perf_counter() - start) * 1000
+
+            for _ in range(10):
+                api("output=mask&store=false"), local()
+            rows = {"api mask (store=false)": [], "api json (stored)": [], "in process": [], "model": []}
+            for _ in range(args.runs):  # interleaved
+                total, model = api("output=mask&store=false")
+                rows["api mask (store=false)"].append(total)
+                rows["model"].append(model)
+                rows["api json (stored)"].append(api("output=json")[0])
+                rows["in process"].append(local())
+        finally:
+            process.terminate()
+            process.wait(30)
+    report = {
+        "command": " ".join(sys.argv),
+        "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, Python {platform.python_version()}",
+        "cold_start_s": {
+            "listening_median": statistics.median(s[0] for s in starts),
+            "first_page_median": statistics.median(s[1] for s in starts),
+            "first_page_all": [round(s[1], 3) for s in starts],
+        },
+        "image": "640x480 JPEG, bundled polyp model, CPU EP",
+        "latency_ms_median": {name: round(statistics.median(v), 2) for name, v in rows.items()},
+        "runs": args.runs,
+    }
+    args.json.parent.mkdir(parents=True, exist_ok=True)
+    args.json.write_text(json.dumps(report, indent=1) + "\n")
+    print(json.dumps(report, indent=1))
+
+
+if __name__ == "__main__":
+    main()
