@@ -155,6 +155,10 @@ def quiet_onnxruntime() -> None:
     ort.set_default_logger_severity(3)
 
 
+TTA_HELP = (
+    "Test-time augmentation: off; h averages with the mirror image (2 model runs); hv also flipped "
+    "upside down and both (4 runs). Measured effect: benchmarks/results/tta/."
+)
 DEVICE_HELP = "OpenVINO device: CPU, GPU, NPU or AUTO (with --provider openvino)."
 PRECISION_HELP = (
     "Inference precision of an accelerator provider: fp32, bf16 (OpenVINO on CPUs that have it) or fp16 "
@@ -214,6 +218,7 @@ def infer_command(
         1, min=1, max=256, help="Images per model call (batching does not pay on CPU)."
     ),
     keep_largest: bool = typer.Option(False, help="Keep only the largest connected region."),
+    tta: str = typer.Option("off", help=TTA_HELP),
     recursive: bool = typer.Option(False, help="Descend into sub-folders (outputs mirror them)."),
     overwrite: bool = typer.Option(
         False,
@@ -278,6 +283,7 @@ def infer_command(
             threshold=threshold,
             device=device,
             precision=precision,
+            tta=tta,
         )
         if camera is not None:
             typer.echo(run_camera(segmenter, camera, show, max_frames).line())
@@ -419,6 +425,7 @@ def eval_command(
     device: str | None = typer.Option(None, help=DEVICE_HELP),
     precision: str | None = typer.Option(None, help=PRECISION_HELP),
     threads: int | None = typer.Option(None, min=1),
+    tta: str = typer.Option("off", help=TTA_HELP),
     progress: bool = typer.Option(True, help="Progress bar."),
     version: bool = version_option("lvunet-eval"),
 ) -> None:
@@ -439,6 +446,7 @@ def eval_command(
             threads=threads,
             device=device,
             precision=precision,
+            tta=tta,
         )
         enabled = progress and sys.stderr.isatty()
         with Meter(len(pairs), enabled, "images", "evaluating") as meter:

@@ -38,7 +38,13 @@ class SegmentActor:
     ) -> None:
         from lvunet_runtime.session import Segmenter
 
-        self.segmenter = Segmenter(model, providers=providers, threads=threads, threshold=threshold)
+        self.segmenter = Segmenter(
+            model,
+            providers=providers,
+            threads=threads,
+            threshold=threshold,
+            tta=options.get("tta", "off"),
+        )
         self.options = options
 
     def __call__(self, batch: dict) -> dict:
@@ -107,6 +113,7 @@ def run_images_ray(
     *,
     address: str | None = None,
     actors: int | None = None,
+    tta: str = "off",
 ) -> None:
     """Segment ``jobs`` on Ray; fills ``summary`` as a local run does (processed, failed, images)."""
     if not jobs:
@@ -134,6 +141,7 @@ def run_images_ray(
                 "model_name": model,
                 "max_pixels": options.max_pixels,
                 "keep_largest": options.keep_largest,
+                "tta": tta,
             },
         },
         batch_size=8,

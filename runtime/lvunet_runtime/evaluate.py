@@ -73,6 +73,7 @@ def evaluate(
     return {
         "model": str(segmenter.path),
         "providers": segmenter.active_providers,
+        "tta": segmenter.tta,
         **_metrics(rows),
         "in_training": [r["id"] for r in rows if r["in_training"]],
         "not_in_training": _metrics(unseen) if unseen and len(unseen) < len(rows) else None,

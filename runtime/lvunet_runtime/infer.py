@@ -164,11 +164,14 @@ class RunSummary:
 def run_settings(segmenter: Segmenter, options: InferOptions) -> dict:
     """What shapes the outputs' content: a rerun into the same folder must match it."""
     digest = hashlib.sha256(segmenter.path.read_bytes()).hexdigest()
-    return {
+    settings = {
         "model_sha256": digest,
         "threshold": segmenter.threshold,
         "keep_largest": options.keep_largest,
     }
+    if segmenter.tta != "off":  # recorded only when used: records written before --tta still match
+        settings["tta"] = segmenter.tta
+    return settings
 
 
 def check_records(records: list[dict], settings: dict, options: InferOptions) -> set[str]:
@@ -673,6 +676,7 @@ def infer(inputs: list[str], segmenter: Segmenter, options: InferOptions) -> Run
             summary,
             address=options.ray_address,
             actors=options.ray_actors,
+            tta=segmenter.tta,
         )
         guard.adopt(p for job in images for p in job.outputs.values() if p.exists())
     else:

@@ -163,6 +163,11 @@ def resolve_providers(requested: list[str] | None) -> list[str]:
     return resolved
 
 
+# Test-time augmentation: the input flips (NCHW axes) whose outputs, flipped back, are averaged with the
+# plain output. "h": the mirror image (2 model runs per image); "hv": also upside down and both (4 runs).
+TTA_VIEWS: dict[str, list[tuple[int, ...]]] = {"off": [], "h": [(3,)], "hv": [(3,), (2,), (2, 3)]}
+
+
 @dataclass(frozen=True)
 class Prediction:
     """Result for one image, at the image's own size."""
@@ -234,6 +239,8 @@ class Segmenter:
         providers: execution providers (short or full names); None picks the default order.
         threads: intra-op threads; None lets ONNX Runtime choose (one per physical core).
         threshold: overrides the model's stored probability threshold.
+        tta: test-time augmentation, ``off``, ``h`` (average with the mirror image) or ``hv`` (also
+            flipped upside down and both): the mean of the raw outputs, flipped back.
     """
 
     def __init__(
@@ -245,7 +252,11 @@ class Segmenter:
         threshold: float | None = None,
         device: str | None = None,
         precision: str | None = None,
+        tta: str = "off",
     ) -> None:
+        if tta not in TTA_VIEWS:
+            raise LVUNetRuntimeError(f"tta must be one of {', '.join(TTA_VIEWS)}, not {tta!r}")
+        self.tta = tta
         self.path = resolve_model(model)
         if threads is not None and threads < 1:
             raise LVUNetRuntimeError(f"threads must be at least 1, not {threads}")
@@ -363,10 +374,19 @@ class Segmenter:
         )
 
     def run(self, batch: np.ndarray) -> np.ndarray:
-        """Raw model call on a normalised NCHW float32 batch; returns the output (B, h, w) at model size."""
+        """Model call on a normalised NCHW float32 batch; returns the output (B, h, w) at model size
+        (with test-time augmentation: the mean over the flipped views, each flipped back)."""
+        total = self._run(batch)
+        views = TTA_VIEWS[self.tta]
+        for axes in views:
+            flipped = self._run(np.ascontiguousarray(np.flip(batch, axes)))
+            total = total + np.flip(flipped, [axis - 1 for axis in axes])
+        return total / np.float32(len(views) + 1) if views else total
+
+    def _run(self, batch: np.ndarray) -> np.ndarray:
         contract = self.contract
         if not contract.dynamic_batch and len(batch) != 1:
-            return np.concatenate([self.run(batch[i : i + 1]) for i in range(len(batch))])
+            return np.concatenate([self._run(batch[i : i + 1]) for i in range(len(batch))])
         return self.session.run([contract.output_name], {contract.input_name: batch})[0][:, 0]
 
     def run_prepared(self, prepared: list[Prepared]) -> np.ndarray:

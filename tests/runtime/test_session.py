@@ -174,3 +174,33 @@ def test_pipeline_keeps_order_and_skips_bad_items(polyp):
     assert [o.item for o in outcomes] == list(range(7))
     assert [type(o.error).__name__ for o in outcomes if o.error] == ["ImageError", "OSError"]
     assert outcomes[6].result == (46, 50)
+
+
+@pytest.mark.parametrize("tta", ["h", "hv"])
+def test_tta_is_the_mean_of_the_flipped_views_flipped_back(polyp, tta):
+    from lvunet_runtime.processing import to_model_input
+
+    rgb, _ = load_image(DATA / "images" / "kvasir-seg__cju2htabevq9108015qjei0x7.jpg")
+    augmented = Segmenter("polyp", tta=tta)
+    prepared = polyp.prepare(rgb)
+    x = to_model_input(prepared.resized[None], polyp.contract)
+    views = [((), ())] + [
+        (axes, tuple(a - 1 for a in axes)) for axes in ([(3,)] if tta == "h" else [(3,), (2,), (2, 3)])
+    ]
+    expected = np.mean(
+        [np.flip(polyp.run(np.ascontiguousarray(np.flip(x, a))), b) for a, b in views], axis=0
+    )
+    got = augmented.run_prepared([prepared])
+    assert got.shape == expected.shape == (1, polyp.contract.input_height, polyp.contract.input_width)
+    np.testing.assert_allclose(got, expected, atol=1e-5)
+    plain = polyp.run_prepared([prepared])
+    assert np.abs(got - plain).max() > 1e-3  # the views differ: the average is not the plain output
+    batch = augmented.run_prepared([prepared, polyp.prepare(rgb[:, ::-1].copy())])
+    np.testing.assert_allclose(batch[0], got[0], atol=1e-5)  # batched like single images
+    # a mirror-symmetric average: the mirrored image gives the mirrored output under "h" and "hv"
+    np.testing.assert_allclose(batch[1], got[0][:, ::-1], atol=1e-4)
+
+
+def test_tta_unknown_value_is_refused():
+    with pytest.raises(LVUNetRuntimeError, match="tta must be one of off, h, hv"):
+        Segmenter("polyp", tta="vh")
