@@ -275,3 +275,19 @@ def test_list_models_names_each_bundled_model_with_its_accuracy():
     lines = result.stdout.strip().splitlines()
     assert [line.split(":")[0] for line in lines] == ["breast-ultrasound", "polyp"]
     assert all("256x256" in line and "test IoU" in line for line in lines)
+
+
+def test_tta_is_a_recorded_setting(tmp_path):
+    from tests.helpers import KVASIR_IMAGE
+
+    out = tmp_path / "out"
+    assert cli("infer", KVASIR_IMAGE, "--out", out).exit_code == 0
+    plain = (out / f"{KVASIR_IMAGE.stem}_mask.png").read_bytes()
+    refused = cli("infer", KVASIR_IMAGE, "--out", out, "--tta", "hv")
+    assert refused.exit_code == 1 and "tta" in refused.stderr, refused.stderr
+    assert cli("infer", KVASIR_IMAGE, "--out", out, "--tta", "hv", "--overwrite").exit_code == 0
+    assert (out / f"{KVASIR_IMAGE.stem}_mask.png").read_bytes() != plain
+    again = cli("infer", KVASIR_IMAGE, "--out", out, "--tta", "hv")  # same settings: nothing to redo
+    assert again.exit_code == 0, again.stderr
+    bad = cli("infer", KVASIR_IMAGE, "--out", tmp_path / "x", "--tta", "up")
+    assert bad.exit_code == 1 and "tta must be one of off, h, hv" in bad.stderr

@@ -311,6 +311,19 @@ def test_cli_refusals_are_one_line(tmp_path):
     assert_one_line_error(result.exit_code, result.stderr, "no model named", "lvunet-serve")
     result = cli("serve", "--models-dir", tmp_path / "missing", "--port", "0")
     assert_one_line_error(result.exit_code, result.stderr, "not a folder", "lvunet-serve")
+    result = cli("serve", "--tta", "sideways", "--port", "0")
+    assert_one_line_error(result.exit_code, result.stderr, "--tta must be one of", "lvunet-serve")
+
+
+def test_tta_server_matches_lvunet_infer_with_tta(tmp_path):
+    folder = tmp_path / "infer"
+    assert cli("infer", KVASIR_IMAGE, "--out", folder, "--tta", "hv", "--threshold", "0.4").exit_code == 0
+    with running(Settings(tta="hv")) as client:
+        _, mask = client.ok("POST", "/api/segment?output=mask&threshold=0.4", JPEG)
+    assert mask == (folder / f"{KVASIR_IMAGE.stem}_mask.png").read_bytes()
+    plain = tmp_path / "plain"
+    assert cli("infer", KVASIR_IMAGE, "--out", plain, "--threshold", "0.4").exit_code == 0
+    assert mask != (plain / f"{KVASIR_IMAGE.stem}_mask.png").read_bytes()
 
 
 @pytest.mark.slow

@@ -62,6 +62,7 @@ class Settings:
     models_dir: Path | None = None
     providers: list[str] | None = None
     threads: int | None = None
+    tta: str = "off"
     max_pixels: int = DEFAULT_MAX_PIXELS
     max_upload_bytes: int = DEFAULT_MAX_UPLOAD_MB << 20
     store_bytes: int = DEFAULT_STORE_MB << 20
@@ -115,7 +116,10 @@ class Models:
             raise ApiError(404, f"no model named {name!r}; GET /api/models lists them")
         try:
             segmenter = Segmenter(
-                source, providers=self.settings.providers, threads=self.settings.threads
+                source,
+                providers=self.settings.providers,
+                threads=self.settings.threads,
+                tta=self.settings.tta,
             )
         except LVUNetRuntimeError as exc:
             raise ApiError(422, f"model {name!r} cannot be used: {_one_line(exc)}") from None

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import typer
 
-from lvunet_runtime.cli import EXIT_CODES_HELP, run_command, version_option
+from lvunet_runtime.cli import EXIT_CODES_HELP, TTA_HELP, run_command, version_option
 from lvunet_runtime.errors import LVUNetRuntimeError
 from lvunet_runtime.image import DEFAULT_MAX_PIXELS
 
@@ -73,6 +73,7 @@ def serve_command(
     ),
     provider: str | None = typer.Option(None, help="Execution provider, e.g. cpu, openvino, cuda."),
     threads: int | None = typer.Option(None, min=1, help="ONNX Runtime intra-op threads."),
+    tta: str = typer.Option("off", help=TTA_HELP),
     max_pixels: int = typer.Option(
         DEFAULT_MAX_PIXELS, min=1, help="Refuse uploads with more pixels than this."
     ),
@@ -94,11 +95,16 @@ def serve_command(
     quiet_onnxruntime()
     if models_dir is not None and not models_dir.is_dir():
         raise LVUNetRuntimeError(f"--models-dir {models_dir}: not a folder")
+    from lvunet_runtime.session import TTA_VIEWS
+
+    if tta not in TTA_VIEWS:
+        raise LVUNetRuntimeError(f"--tta must be one of {', '.join(TTA_VIEWS)}, not {tta!r}")
     settings = Settings(
         model=model,
         models_dir=models_dir,
         providers=[p for p in provider.split(",") if p.strip()] if provider else None,
         threads=threads,
+        tta=tta,
         max_pixels=max_pixels,
         max_upload_bytes=max_upload_mb << 20,
         allowed_hosts=allowed_hosts(host, allow_host),
