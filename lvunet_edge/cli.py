@@ -40,6 +40,14 @@ def train_command(
     combination: str = typer.Option("II", help="Pretrained depth: I, II or III."),
     act_num: int = typer.Option(1, help="Series-informed activation n (0-4)."),
     skip: str = typer.Option("add", help="Skip connections: add or concat."),
+    augment: str = typer.Option(
+        "basic",
+        help="Augmentation recipe: basic (90-degree rotations, flips) or strong (also colour, "
+        "specular highlights, scale/rotate/shift, blur); see lvunet_edge/augment.py.",
+    ),
+    ema: float = typer.Option(
+        0.0, help="Keep a moving average of the weights with this decay (e.g. 0.999); 0 = off."
+    ),
     resume: Path | None = typer.Option(None, help="Continue the run in this folder."),
     progress: bool = typer.Option(True, help="Show a progress bar."),
     stop_after: int | None = typer.Option(None, help="Stop after N epochs (resume later)."),
@@ -73,6 +81,8 @@ def train_command(
                 combination=combination,
                 act_num=act_num,
                 skip=skip,
+                augment=augment,
+                ema=ema,
             )
         else:
             config = TrainConfig(data=str(data or "."))  # replaced by the run's stored config

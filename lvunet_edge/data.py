@@ -92,10 +92,15 @@ def to_input(images: torch.Tensor, contract: ModelContract) -> torch.Tensor:
     The runtime's normalisation (:func:`lvunet_runtime.processing.to_model_input`) in torch: the same
     channel order and the same float32 ``pixel * scale - shift``, so both give the same numbers.
     """
+    return normalise(images.permute(0, 3, 1, 2), contract)
+
+
+def normalise(pixels: torch.Tensor, contract: ModelContract) -> torch.Tensor:
+    """RGB pixel values 0-255 (B, 3, H, W), any dtype -> the model's float32 input (channel order,
+    ``pixel * scale - shift``); augmentation changes pixels first, then normalises with this."""
     scale, shift = (
-        torch.from_numpy(v).to(images.device).view(1, 3, 1, 1) for v in normalisation(contract)
+        torch.from_numpy(v).to(pixels.device).view(1, 3, 1, 1) for v in normalisation(contract)
     )
-    pixels = images.permute(0, 3, 1, 2)
     if contract.channel_order != "RGB":
         pixels = pixels[:, channel_index(contract)]
     return pixels.float() * scale - shift

@@ -30,6 +30,7 @@ from lvunet_edge.checkpoint import (
     read_checkpoint,
     save_checkpoint,
 )
+from lvunet_edge.augment import RECIPES, augment_batch
 from lvunet_edge.data import ArrayDataset, load_dataset, make_split, to_input, write_split
 from lvunet_edge.errors import CheckpointError, DataError, LVUNetError
 from lvunet_edge.losses import bce_dice_loss
@@ -68,8 +69,14 @@ class TrainConfig:
     combination: str = "II"
     act_num: int = 1
     skip: str = "add"
+    augment: str = "basic"
+    ema: float = 0.0
 
     def __post_init__(self) -> None:
+        if self.augment not in RECIPES:
+            raise LVUNetError(f"augment must be one of {', '.join(RECIPES)}, not {self.augment!r}")
+        if not 0.0 <= self.ema < 1.0:
+            raise LVUNetError(f"ema must be 0 (off) or a decay below 1 such as 0.999, not {self.ema}")
         for name in ("batch_size", "workers"):
             if getattr(self, name) < 1:
                 raise LVUNetError(
@@ -123,22 +130,6 @@ def resolve_device(name: str) -> torch.device:
     if name not in ("cpu",) and not name.startswith("cuda"):
         raise LVUNetError(f"unknown device {name!r}; use auto, cpu or cuda")
     return torch.device(name)
-
-
-def augment(
-    images: torch.Tensor, masks: torch.Tensor, generator: torch.Generator
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Random 90-degree rotation and horizontal/vertical flips per sample (NCHW / N1HW tensors)."""
-    params = torch.randint(0, 4, (len(images), 3), generator=generator)
-    out_images, out_masks = [], []
-    for (k, hflip, vflip), image, mask in zip(params.tolist(), images, masks, strict=False):
-        dims = [d for d, flip in ((2, hflip % 2), (1, vflip % 2)) if flip]
-        image, mask = torch.rot90(image, k, (1, 2)), torch.rot90(mask, k, (1, 2))
-        if dims:
-            image, mask = torch.flip(image, dims), torch.flip(mask, dims)
-        out_images.append(image)
-        out_masks.append(mask)
-    return torch.stack(out_images), torch.stack(out_masks)
 
 
 @torch.no_grad()
@@ -202,12 +193,18 @@ class Run:
     optimizer: torch.optim.Optimizer | None = None
     scheduler: Any = None
     generator: torch.Generator | None = None
+    ema: Any = None  # torch.optim.swa_utils.AveragedModel of the model, with --ema
     start_epoch: int = 0
     best: dict[str, Any] = field(default_factory=lambda: {"epoch": -1, "val_iou": -1.0})
 
     @property
     def main(self) -> bool:
         return self.rank == 0
+
+    @property
+    def kept(self) -> LVUNet:
+        """The weights a run validates, tests and exports: the moving average with --ema."""
+        return self.model if self.ema is None else self.ema.module
 
     def log(self, message: str) -> None:
         """Print (above the progress bar) and append to ``train.log``; rank 0 only."""
@@ -399,6 +396,12 @@ def build_training(run: Run, state: dict[str, Any] | None) -> None:
         run.optimizer, T_max=config.epochs, eta_min=config.min_lr
     )
     run.generator = torch.Generator().manual_seed(config.seed)
+    if config.ema:
+        from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+
+        run.ema = AveragedModel(
+            model, multi_avg_fn=get_ema_multi_avg_fn(config.ema), use_buffers=True
+        )
     if state is not None:
         restore_state(run, state)
     run.net = wrap_distributed(run)
@@ -412,6 +415,8 @@ def restore_state(run: Run, state: dict[str, Any]) -> None:
         run.scheduler.load_state_dict(state["scheduler"])
         run.generator.set_state(state["generator"])
         torch.set_rng_state(state["torch_rng"])
+        if run.ema is not None:
+            run.ema.load_state_dict(state["ema"])
     except (RuntimeError, KeyError, ValueError, TypeError) as exc:
         raise CheckpointError(
             f"{run.run_dir}/last.pt does not match its run's model or optimiser: {str(exc).splitlines()[0]}"
@@ -455,13 +460,18 @@ def train_epoch(run: Run, epoch: int, progress: bool) -> dict[str, float]:
         slope = run.slope(epoch * run.steps_per_epoch + step)
         set_act_slope(run.model, slope)
         idx = order[step * config.batch_size : (step + 1) * config.batch_size].to(run.device)
-        x, y = augment(to_input(images[idx], run.contract), masks[idx, None].float(), run.generator)
+        x, y = augment_batch(
+            config.augment, images[idx], masks[idx, None].float(), run.contract, run.generator
+        )
         with torch.autocast(run.device.type, dtype=torch.bfloat16, enabled=use_amp):
             logits = run.net(x)
         loss = bce_dice_loss(logits, y)
         run.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         run.optimizer.step()
+        if run.ema is not None:
+            run.ema.update_parameters(run.model)
+            set_act_slope(run.ema.module, slope)  # the slope is a buffer: never averaged
         with torch.no_grad():
             pred, target = logits.detach() > 0, y > 0.5
             tp_fp_fn += torch.stack(
@@ -480,7 +490,7 @@ def end_of_epoch(run: Run, epoch: int, stats: dict[str, float], started: float) 
     train_time = time.perf_counter() - started
     val_set = run.sets["val"]
     val = (
-        _evaluate_counts(run.model, val_set, run.device, run.contract)
+        _evaluate_counts(run.kept, val_set, run.device, run.contract)
         if val_set.ids
         else {"iou": float("nan")}
     )
@@ -502,7 +512,7 @@ def end_of_epoch(run: Run, epoch: int, stats: dict[str, float], started: float) 
     info = run.checkpoint_info(epoch, val)
     if fusible and val_score > run.best["val_iou"]:
         run.best = {"epoch": epoch, "val_iou": val_score}
-        save_checkpoint(run.run_dir / "best.pt", run.model, **info, best=run.best)
+        save_checkpoint(run.run_dir / "best.pt", run.kept, **info, best=run.best)
     save_checkpoint(
         run.run_dir / "last.pt",
         run.model,
@@ -512,6 +522,7 @@ def end_of_epoch(run: Run, epoch: int, stats: dict[str, float], started: float) 
         scheduler=run.scheduler.state_dict(),
         generator=run.generator.get_state(),
         torch_rng=torch.get_rng_state(),
+        **({} if run.ema is None else {"ema": run.ema.state_dict()}),
     )
     run.log(
         f"epoch {epoch + 1}/{run.config.epochs} slope {end_slope:.4f} loss "
