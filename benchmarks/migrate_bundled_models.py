@@ -3,7 +3,8 @@
     python benchmarks/migrate_bundled_models.py --shared ../shared/data
 
 The graphs are untouched (their masks on the samples are checked by tests/runtime/test_session.py); only
-the metadata changes: ``contract_version`` 3, ``training_size`` 256x256 (both trained at 256, see
+the metadata changes: ``contract_version`` 4, ``training_recipe`` (the settings of the run, from its
+train.log and the model card: lvunet-train defaults but for epochs 80 and the batch size), ``training_size`` 256x256 (both trained at 256, see
 benchmarks/results/gpu-h200-2026-11-26/session2-*/train.log), ``training_image_sha256`` (content hashes
 of the run's train + validation images, for lvunet-eval's overlap warning), and ``test_metrics`` replaced by the
 numbers of the written file through lvunet_runtime on the run's recorded test split, each image at its
@@ -31,6 +32,12 @@ MODELS = {  # bundled name: (run with its split.json, datasets it trained on)
     "polyp": ("session2-polyp", ("kvasir-seg", "cvc-clinicdb")),
     "breast-ultrasound": ("session2-busi", ("busi",)),
 }
+RECIPE = {  # session2's lvunet-train settings (benchmarks/gpu_session.sh), as training_recipe() records them
+    "epochs": 80, "deep_epochs": 72, "schedule": "cosine", "lr": 1e-3, "min_lr": 1e-6, "image_size": 256,
+    "augment": "basic", "ema": 0.0, "pretrained": False, "combination": "II", "act_num": 1, "skip": "add",
+    "seed": 42,
+}  # fmt: skip
+BATCH = {"polyp": 16, "breast-ultrasound": 8}
 
 
 def combined(shared: Path, datasets: tuple[str, ...], scratch: Path) -> Path:
@@ -57,6 +64,7 @@ def migrate(name: str, shared: Path) -> dict:
             old,
             contract_version=CONTRACT_VERSION,
             training_size=(256, 256),
+            training_recipe={**RECIPE, "batch_size": BATCH[name]},
             training_image_sha256=tuple(sorted({content_hash(p.image) for p in seen})),
             test_metrics={},
         )

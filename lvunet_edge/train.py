@@ -168,10 +168,36 @@ def _predict(
     return np.concatenate(out) if out else np.zeros((0, *images.shape[1:3]), np.float32)
 
 
+RECIPE_KEYS = (
+    "epochs", "deep_epochs", "schedule", "batch_size", "lr", "min_lr", "image_size", "augment", "ema",
+    "pretrained", "combination", "act_num", "skip", "seed",
+)  # fmt: skip
+
+
+def training_recipe(train_config: dict[str, Any]) -> dict[str, Any]:
+    """How a run trained, for the model's metadata (contract v4): the settings that shape the weights.
+
+    ``pretrained`` becomes true/false (a local path says nothing to the model's users); ``deep_epochs``
+    the number actually used. Settings an older run did not record are left out.
+    """
+    recipe = {k: train_config[k] for k in RECIPE_KEYS if k in train_config}
+    if "pretrained" in recipe:
+        recipe["pretrained"] = bool(recipe["pretrained"])
+    epochs = recipe.get("epochs")
+    if isinstance(epochs, int) and epochs >= 1 and recipe.get("deep_epochs") is None:
+        recipe["deep_epochs"] = min(round(0.9 * epochs), epochs - 1)  # TrainConfig's default
+    return recipe
+
+
 def training_contract(config: TrainConfig) -> ModelContract:
     """The preprocessing contract a run trains with; recorded in every checkpoint, exported as is."""
     size = config.image_size
-    return ModelContract(input_height=size, input_width=size, training_size=(size, size))
+    return ModelContract(
+        input_height=size,
+        input_width=size,
+        training_size=(size, size),
+        training_recipe=training_recipe(asdict(config)),
+    )
 
 
 @dataclass

@@ -39,6 +39,7 @@ from lvunet_runtime.writer import OutputGuard
 from lvunet_edge import LVUNetError, load_checkpoint, reparameterize_model, require_slope_one
 from lvunet_edge.checkpoint import read_checkpoint
 from lvunet_edge.model import LVUNet
+from lvunet_edge.train import training_recipe
 
 FP32_TOLERANCE = 1e-4  # max |logit| difference allowed between torch and ONNX Runtime (fp32)
 DEFAULT_VERIFY_IMAGES = Path(lvunet_runtime.__file__).parent / "samples"
@@ -219,6 +220,7 @@ def contract_for_export(
         model_config=info["config"],
         training_dataset=dataset or Path(str(train_config.get("data", ""))).name,
         training_size=tuple(training_size),
+        training_recipe=recorded.training_recipe or training_recipe(train_config),
         split=str(info.get("split", {}).get("source", "")),
         test_metrics={},
         validation_metrics=dict(info.get("metrics", {}).get("val", {})),

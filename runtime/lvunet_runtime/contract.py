@@ -8,7 +8,8 @@ any image is run, so producer and consumer cannot drift apart.
 Versions: ``1`` (the first exports); ``2`` (adds ``training_size``; ``test_metrics`` is measured on the
 written file and absent when no test data were at hand); ``3`` (adds ``training_image_sha256``, content
 hashes of the images the model was trained and validated on, so ``lvunet-eval`` can say which evaluated
-images it has already seen). The runtime reads all three.
+images it has already seen); ``4`` (adds ``training_recipe``, how the weights were trained: epochs,
+augmentation, weight averaging, ... as ``lvunet-train`` recorded them). The runtime reads all four.
 """
 
 from __future__ import annotations
@@ -21,8 +22,8 @@ from typing import Any
 from lvunet_runtime.errors import ModelError
 
 PREFIX = "lvunet."
-CONTRACT_VERSION = "3"
-READABLE_VERSIONS = ("1", "2", "3")
+CONTRACT_VERSION = "4"
+READABLE_VERSIONS = ("1", "2", "3", "4")
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 SIZE_MULTIPLE = 128  # LV-UNet halves the input seven times
@@ -32,7 +33,12 @@ CHANNEL_ORDERS = ("RGB", "BGR")
 OUTPUT_MEANINGS = ("logits", "probability")
 PRECISIONS = ("fp32", "fp16", "int8")
 # Keys a file may leave out: added after version 1, or written only when measured.
-OPTIONAL = {"training_size": None, "test_metrics": {}, "training_image_sha256": ()}
+OPTIONAL = {
+    "training_size": None,
+    "test_metrics": {},
+    "training_image_sha256": (),
+    "training_recipe": {},
+}
 HASH_LENGTH = 16  # hex digits kept of each image file's sha256 (64 bits: no accidental collision)
 
 # The one input layout: float32 NCHW, normalised by the runtime. (A uint8 NHWC variant that normalised
@@ -72,6 +78,7 @@ class ModelContract:
     training_dataset: str = ""
     training_size: tuple[int, int] | None = None
     training_image_sha256: tuple[str, ...] = ()
+    training_recipe: dict[str, Any] = field(default_factory=dict)
     split: str = ""
     test_metrics: dict[str, Any] = field(default_factory=dict)
     validation_metrics: dict[str, Any] = field(default_factory=dict)
@@ -229,4 +236,10 @@ def _first_problem(c: ModelContract) -> str | None:
         for h in hashes
     ):
         return f"training_image_sha256 must be a list of {HASH_LENGTH}-digit hex strings"
+    recipe = c.training_recipe
+    if not isinstance(recipe, dict) or not all(
+        isinstance(k, str) and (v is None or isinstance(v, str | bool) or _is_number(v))
+        for k, v in recipe.items()
+    ):
+        return "training_recipe must map names to plain values (strings, numbers, true/false, null)"
     return None

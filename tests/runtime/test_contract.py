@@ -12,6 +12,7 @@ def _metadata(**changes) -> dict[str, str]:
         training_size=(256, 256),
         test_metrics={"iou": 0.5},
         training_image_sha256=("0123456789abcdef",),
+        training_recipe={"epochs": 80, "augment": "basic", "ema": 0.0, "pretrained": False},
     ).to_metadata()
     for key, value in changes.items():
         if value is None:
@@ -43,22 +44,28 @@ def test_empty_optional_fields_are_left_out():
     assert ModelContract.from_metadata(metadata) == ModelContract()
 
 
-@pytest.mark.parametrize("version", ["1", "2"])
+@pytest.mark.parametrize("version", ["1", "2", "3"])
 def test_earlier_versions_still_load(version):
     """Files written under earlier versions (users have exported such files) keep loading."""
-    dropped = {"training_image_sha256": None}
+    dropped = {"training_image_sha256": None, "training_recipe": None}
+    if version == "3":
+        dropped = {"training_recipe": None}
     if version == "1":
         dropped.update(training_size=None, test_metrics=None)
     contract = ModelContract.from_metadata(_metadata(contract_version=version, **dropped))
-    assert contract.contract_version == version and contract.training_image_sha256 == ()
+    assert contract.contract_version == version and contract.training_recipe == {}
+    assert (contract.training_image_sha256 == ()) == (version != "3")
     assert (contract.training_size is None) == (version == "1")
-    assert CONTRACT_VERSION == "3"
+    assert CONTRACT_VERSION == "4"
 
 
 @pytest.mark.parametrize(
     ("changes", "message"),
     [
         ({"contract_version": "9"}, "contract '9'"),
+        ({"training_recipe": {"epochs": [1, 2]}}, "training_recipe must map names to plain values"),
+        ({"training_recipe": ["strong"]}, "training_recipe must map names"),
+        ({"training_recipe": {"lr": float("nan")}}, "training_recipe"),
         ({"input_height": 100000}, "input_height must be a positive multiple of 128 up to 4096"),
         ({"input_height": 0}, "input_height must be a positive multiple of 128"),
         ({"input_width": 200}, "input_width must be a positive multiple of 128"),

@@ -97,7 +97,9 @@ def test_bundled_masks_unchanged(name):
 def test_bundled_models_carry_the_current_contract():
     for name in bundled_models():
         contract = Segmenter(name).contract
-        assert contract.contract_version == "3" and contract.training_size == (256, 256)
+        assert contract.contract_version == "4" and contract.training_size == (256, 256)
+        recipe = contract.training_recipe
+        assert recipe["epochs"] == 80 and recipe["augment"] == "basic" and recipe["pretrained"] is False
         assert len(contract.training_image_sha256) > 600  # the train + validation images
         metrics = contract.test_metrics
         assert metrics["measured_on"].startswith("this file") and 0.5 < metrics["dice"] < 1
