@@ -200,6 +200,33 @@ def test_upload_threshold_download_in_a_real_browser(server, browser, downloads,
         browser.save_screenshot(os.environ["LVUNET_SCREENSHOT"])
 
 
+def test_folder_pick_and_drop(server, browser, tmp_path):
+    browser.get(server)
+    wait(browser, lambda d: d.find_element(By.ID, "provider").text != "...")
+    folder = tmp_path / "exam"
+    (folder / "sub").mkdir(parents=True)
+    shutil.copy(POLYPS[0], folder / POLYPS[0].name)
+    shutil.copy(POLYPS[1], folder / "sub" / POLYPS[1].name)
+    (folder / "notes.txt").write_text("not an image")
+    browser.find_element(By.ID, "folder").send_keys(str(folder))
+    wait(browser, lambda d: settled(d, 2))
+    names = sorted(c.find_element(By.CSS_SELECTOR, ".name").text for c in cards(browser))
+    assert names == sorted([f"exam/{POLYPS[0].name}", f"exam/sub/{POLYPS[1].name}"])
+    assert "1 file(s) that are not images were left out" in browser.find_element(By.ID, "message").text
+    # a file dropped on the page (a synthetic drop event carrying a real File)
+    browser.execute_script(
+        """const bytes = Uint8Array.from(atob(arguments[0]), (c) => c.charCodeAt(0));
+        const data = new DataTransfer();
+        data.items.add(new File([bytes], arguments[1], { type: "image/jpeg" }));
+        document.getElementById("drop").dispatchEvent(new DragEvent("drop", { dataTransfer: data }));""",
+        __import__("base64").b64encode(BUSI_IMAGE.read_bytes()).decode(),
+        BUSI_IMAGE.name,
+    )
+    wait(browser, lambda d: settled(d, 3))
+    assert cards(browser)[2].get_attribute("data-state") == "done"
+    assert cards(browser)[2].find_element(By.CSS_SELECTOR, ".name").text == BUSI_IMAGE.name
+
+
 def test_two_tabs_at_once(server, browser):
     first = browser.current_window_handle
     browser.get(server)

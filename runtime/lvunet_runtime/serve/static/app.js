@@ -145,14 +145,43 @@ async function segment(file, name) {
   updateButtons();
 }
 
-function addFiles(files, fromFolder) {
-  const list = Array.from(files).filter((f) => !fromFolder || IMAGE_EXT.test(f.name));
-  if (!list.length) { message(fromFolder ? "No images in that folder." : "No files."); return; }
-  message("");
-  for (const file of list) {
-    const name = file.webkitRelativePath || file.name;
-    queue = queue.then(() => segment(file, name));
+// files: [{file, name, inFolder}]; files found inside a folder are taken only if they look like images.
+function addFiles(files) {
+  const list = files.filter((f) => !f.inFolder || IMAGE_EXT.test(f.name));
+  if (!list.length) { message(files.length ? "No images there." : "No files."); return; }
+  message(list.length < files.length ? `${files.length - list.length} file(s) that are not images were left out.` : "");
+  for (const { file, name } of list) queue = queue.then(() => segment(file, name));
+}
+
+function picked(input) {
+  return Array.from(input.files).map((file) => ({
+    file, name: file.webkitRelativePath || file.name, inFolder: Boolean(file.webkitRelativePath),
+  }));
+}
+
+// Dropped items: files as they are; folders walked (all levels) through the File System Entry API.
+async function dropped(items) {
+  const out = [];
+  const walk = async (entry, prefix) => {
+    if (entry.isFile) {
+      const file = await new Promise((resolve, reject) => entry.file(resolve, reject));
+      out.push({ file, name: prefix + file.name, inFolder: prefix !== "" });
+    } else if (entry.isDirectory) {
+      const reader = entry.createReader();
+      for (;;) {
+        const batch = await new Promise((resolve, reject) => reader.readEntries(resolve, reject));
+        if (!batch.length) break;
+        for (const child of batch) await walk(child, `${prefix}${entry.name}/`);
+      }
+    }
+  };
+  const taken = Array.from(items).filter((i) => i.kind === "file")  // read now: the list empties later
+    .map((i) => ({ entry: i.webkitGetAsEntry && i.webkitGetAsEntry(), file: i.getAsFile() }));
+  for (const { entry, file } of taken) {
+    if (entry) await walk(entry, "");
+    else if (file) out.push({ file, name: file.name, inFolder: false });
   }
+  return out;
 }
 
 function stemOf(name) {
@@ -303,8 +332,8 @@ $("threshold").addEventListener("input", () => {
 });
 $("threshold").addEventListener("change", () => { for (const card of cards) refreshStats(card); });
 for (const id of ["show-overlay", "show-outline", "show-mask"]) $(id).addEventListener("change", redrawAll);
-$("files").addEventListener("change", (e) => { addFiles(e.target.files, false); e.target.value = ""; });
-$("folder").addEventListener("change", (e) => { addFiles(e.target.files, true); e.target.value = ""; });
+$("files").addEventListener("change", (e) => { addFiles(picked(e.target)); e.target.value = ""; });
+$("folder").addEventListener("change", (e) => { addFiles(picked(e.target)); e.target.value = ""; });
 $("camera").addEventListener("click", () => (live.stream ? stopCamera() : startCamera()));
 $("clear").addEventListener("click", () => { cards.length = 0; $("results").textContent = ""; updateButtons(); });
 $("download-zip").addEventListener("click", () => {
@@ -314,9 +343,11 @@ $("download-zip").addEventListener("click", () => {
 const drop = $("drop");
 drop.addEventListener("dragover", (e) => { e.preventDefault(); drop.classList.add("over"); });
 drop.addEventListener("dragleave", () => drop.classList.remove("over"));
-drop.addEventListener("drop", (e) => {
+drop.addEventListener("drop", async (e) => {
   e.preventDefault();
   drop.classList.remove("over");
-  addFiles(e.dataTransfer.files, false);
+  const items = e.dataTransfer.items;
+  addFiles(items && items.length ? await dropped(items) : Array.from(e.dataTransfer.files).map(
+    (file) => ({ file, name: file.name, inFolder: false })));
 });
 start();
