@@ -6,8 +6,10 @@
 #
 #   CPU (what this machine allows; 128x128, 30 epochs: ~12 min a run on 2 cores):
 #     SIZE=128 EPOCHS=30 SEEDS="1 2" benchmarks/levers.sh benchmarks/results/levers/cpu-128
-#   GPU (one 15-minute window; the runs go side by side, PARALLEL at once):
-#     SIZE=256 EPOCHS=100 SEEDS="1 2" PARALLEL=8 DEVICE=cuda DATA=.data benchmarks/levers.sh runs/levers
+#   GPU (one 15-minute window; the runs go side by side, PARALLEL at once; .data from prepare_data.py,
+#   whose 256x256 masks make the scores a proxy, not the model card's full-size numbers):
+#     SIZE=256 EPOCHS=100 SEEDS="1 2 3" PARALLEL=9 EMA=0.999 DEVICE=cuda DATA=.data \
+#       benchmarks/levers.sh runs/levers
 # Then: python benchmarks/levers_table.py OUT   (mean and min-max over seeds per arm and test set)
 set -euo pipefail
 OUT=${1:?usage: levers.sh OUT_DIR}
@@ -22,7 +24,7 @@ BIN=${BIN:-.venv/bin}
 declare -A ARMS=(
   [basic]="--augment basic"
   [strong]="--augment strong"
-  [strong-ema]="--augment strong --ema 0.99"
+  [strong-ema]="--augment strong --ema ${EMA:-0.99}"
 )
 ARM_NAMES=${ARM_NAMES:-"basic strong strong-ema"}
 mkdir -p "$OUT"

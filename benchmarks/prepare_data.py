@@ -4,7 +4,8 @@
 
 Images: cv2.INTER_AREA to 256x256 (what training does anyway), re-encoded as JPEG; masks: INTER_AREA then
 > 127, PNG 0/255. Also writes the PraNet split lists for the combined polyp set (Kvasir-SEG + CVC-ClinicDB
-ids do not collide, so the combined folder is made of symlinks on the machine that trains).
+ids do not collide, so the combined folder is made of symlinks on the machine that trains), and copies the
+per-dataset PraNet lists into ``OUT/splits/``.
 """
 
 from __future__ import annotations
@@ -49,6 +50,9 @@ def main() -> None:
         for name in ("kvasir-seg", "cvc-clinicdb"):
             ids += (splits / f"pranet-{name}-{part}.txt").read_text().split()
         (args.out / f"polyp-pranet-{part}.txt").write_text("\n".join(ids) + "\n")
+    (args.out / "splits").mkdir(exist_ok=True)  # the per-dataset lists too (benchmarks/levers.sh)
+    for path in splits.glob("pranet-*.txt"):
+        (args.out / "splits" / path.name).write_text(path.read_text())
 
 
 if __name__ == "__main__":
