@@ -74,9 +74,16 @@ def test_runtime_wheel_builds_without_warnings(tmp_path):
         "models/breast-ultrasound.onnx",
         "models/MODEL_CARD.md",
         "samples/README.md",
+        "serve/static/index.html",
+        "serve/static/app.js",
+        "serve/static/style.css",
+        "serve/static/icon.svg",
     ):
         assert any(n.endswith(expected) for n in names), expected
     metadata = (
         zipfile.ZipFile(wheel).read(next(n for n in names if n.endswith("METADATA"))).decode()
     )
     assert "License-Expression: MIT" in metadata and "# lvunet-runtime" in metadata
+    assert "Provides-Extra: serve" in metadata and "extra == \"serve\"" in metadata
+    entry_points = zipfile.ZipFile(wheel).read(next(n for n in names if n.endswith("entry_points.txt")))
+    assert b"lvunet-serve = lvunet_runtime.serve.cli:main" in entry_points
