@@ -32,7 +32,8 @@ def cell(values: list[float]) -> str:
 def main() -> None:
     folder = Path(sys.argv[1])
     arms: dict[str, dict[str, list[float]]] = defaultdict(lambda: defaultdict(list))
-    for run in sorted(p for p in folder.iterdir() if p.is_dir() and "-seed" in p.name):
+    done = (p for p in folder.iterdir() if p.is_dir() and (p / COLUMNS[-1][0]).is_file())
+    for run in sorted(done):  # finished runs only
         arm = run.name.rsplit("-seed", 1)[0]
         for name, _ in COLUMNS:
             if (run / name).is_file():
