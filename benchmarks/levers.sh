@@ -8,7 +8,7 @@
 #     SIZE=128 EPOCHS=30 SEEDS="1 2" benchmarks/levers.sh benchmarks/results/levers/cpu-128
 #   GPU (one 15-minute window; the runs go side by side, PARALLEL at once; .data from prepare_data.py,
 #   whose 256x256 masks make the scores a proxy, not the model card's full-size numbers):
-#     SIZE=256 EPOCHS=100 SEEDS="1 2 3" PARALLEL=9 EMA=0.999 DEVICE=cuda DATA=.data \
+#     SIZE=256 EPOCHS=100 SEEDS="1 2 3" PARALLEL=8 EMA=0.999 DEVICE=cuda DATA=.data \
 #       benchmarks/levers.sh runs/levers
 # Then: python benchmarks/levers_table.py OUT   (mean and min-max over seeds per arm and test set)
 set -euo pipefail
