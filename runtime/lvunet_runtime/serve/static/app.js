@@ -92,12 +92,16 @@ function showStats(card, stats) {
   element.dataset.threshold = String(stats.threshold);
 }
 
+// Statistics at the slider's threshold. Every arrow key or drag step asks again; answers can come back out
+// of order, so only the answer to a card's latest question is shown.
 async function refreshStats(card) {
   if (!card.id) return;
+  const asked = (card.asked = (card.asked || 0) + 1);
   try {
     const response = await api(`/api/results/${card.id}?output=json&threshold=${threshold()}`);
-    showStats(card, await response.json());
-  } catch (e) { card.element.querySelector(".status").textContent = e.message; }
+    const stats = await response.json();
+    if (asked === card.asked) showStats(card, stats);
+  } catch (e) { if (asked === card.asked) card.element.querySelector(".status").textContent = e.message; }
 }
 
 function newCard(name) {
