@@ -44,20 +44,46 @@ def no_torch_env(folder: Path, blocked: tuple[str, ...] = RUNTIME_ONLY) -> dict[
     return {**os.environ, "PYTHONPATH": str(folder)}
 
 
-def run_entry(program: str, args: list, env: dict | None = None, cwd: Path | None = None):
-    """Run ``lvunet-<program>`` through its real entry point in a fresh interpreter."""
-    module, entry = {
-        "infer": ("lvunet_runtime.cli", "infer_main"),
-        "eval": ("lvunet_runtime.cli", "eval_main"),
-        "bench": ("lvunet_runtime.cli", "bench_main"),
-        "serve": ("lvunet_runtime.serve.cli", "main"),
-        "train": ("lvunet_edge.cli", "main"),
-        "export": ("lvunet_export.cli", "main"),
-    }[program]
-    code = (
+# lvunet-<program>: (module, console entry point, typer app)
+PROGRAMS = {
+    "infer": ("lvunet_runtime.cli", "infer_main", "infer_app"),
+    "eval": ("lvunet_runtime.cli", "eval_main", "eval_app"),
+    "bench": ("lvunet_runtime.cli", "bench_main", "bench_app"),
+    "serve": ("lvunet_runtime.serve.cli", "main", "serve_app"),
+    "train": ("lvunet_edge.cli", "main", "app"),
+    "export": ("lvunet_export.cli", "main", "app"),
+}
+
+
+def entry_code(program: str, args: list) -> str:
+    """Python source that runs ``lvunet-<program> args`` through its real entry point."""
+    module, entry, _ = PROGRAMS[program]
+    return (
         f"import sys\nfrom {module} import {entry}\n"
         f"sys.argv = ['lvunet-{program}', *{[str(a) for a in args]!r}]\n{entry}()"
     )
+
+
+def start_serve(args: list, env: dict | None = None) -> tuple[subprocess.Popen, str]:
+    """``lvunet-serve args`` in a fresh interpreter; the process and the URL of its first line."""
+    process = subprocess.Popen(
+        [sys.executable, "-c", entry_code("serve", args)],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    line = process.stdout.readline()
+    if not line.startswith("lvunet-serve: http://"):
+        process.kill()
+        raise AssertionError(f"lvunet-serve did not start: {line}{process.stderr.read()}")
+    assert "not a medical device" in line, line
+    return process, line.split()[1]
+
+
+def run_entry(program: str, args: list, env: dict | None = None, cwd: Path | None = None):
+    """Run ``lvunet-<program>`` through its real entry point in a fresh interpreter."""
+    code = entry_code(program, args)
     return subprocess.run(
         [sys.executable, "-c", code], env=env, cwd=cwd, capture_output=True, text=True, timeout=300
     )
@@ -181,14 +207,7 @@ def cli(program: str, *args) -> CliResult:
     import importlib
     import io
 
-    module, app = {
-        "infer": ("lvunet_runtime.cli", "infer_app"),
-        "eval": ("lvunet_runtime.cli", "eval_app"),
-        "bench": ("lvunet_runtime.cli", "bench_app"),
-        "serve": ("lvunet_runtime.serve.cli", "serve_app"),
-        "train": ("lvunet_edge.cli", "app"),
-        "export": ("lvunet_export.cli", "app"),
-    }[program]
+    module, _, app = PROGRAMS[program]
     from lvunet_runtime.cli import run_command
 
     stdout, stderr = io.StringIO(), io.StringIO()

@@ -13,8 +13,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import subprocess
-import sys
 import time
 import urllib.request
 import zipfile
@@ -29,7 +27,7 @@ from selenium.webdriver.common.by import By
 from selenium.webdriver.common.keys import Keys
 from selenium.webdriver.support.ui import Select, WebDriverWait
 
-from tests.helpers import BUSI_IMAGE, DATA, cli
+from tests.helpers import BUSI_IMAGE, DATA, cli, start_serve
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 CHROMEDRIVER = shutil.which("chromedriver") or "/usr/bin/chromedriver"
@@ -50,13 +48,8 @@ def fake_camera(path: Path, image: Path, frames: int = 60) -> Path:
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
     """The real ``lvunet-serve`` on a free port; its URL."""
-    code = "import sys\nfrom lvunet_runtime.serve.cli import main\nsys.argv=['lvunet-serve','--port','0']\nmain()"
-    process = subprocess.Popen(
-        [sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
-    )
-    line = process.stdout.readline()
-    assert line.startswith("lvunet-serve: http://"), process.stderr.read()
-    yield line.split()[1]
+    process, url = start_serve(["--port", "0"])
+    yield url
     process.terminate()
     process.wait(30)
 

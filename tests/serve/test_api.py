@@ -32,6 +32,7 @@ from tests.helpers import (  # noqa: E402
     nan_weights_model,
     no_torch_env,
     run_entry,
+    start_serve,
 )
 
 IMAGES = sorted((DATA / "images").glob("kvasir-seg__*.jpg"))[:4]
@@ -297,6 +298,12 @@ def test_openapi_documents_the_api_and_needs_no_cdn(client):
 
 
 def test_cli_refusals_are_one_line(tmp_path):
+    import tempfile
+
+    def folders():
+        return set(Path(tempfile.gettempdir()).glob("lvunet-serve-*"))
+
+    before = folders()
     env = no_torch_env(tmp_path, blocked=("fastapi", "uvicorn", "torch", "onnx"))
     result = run_entry("serve", ["--port", "0"], env=env)
     assert_one_line_error(result.returncode, result.stderr, "needs its extra", "lvunet-serve")
@@ -313,6 +320,7 @@ def test_cli_refusals_are_one_line(tmp_path):
     assert_one_line_error(result.exit_code, result.stderr, "not a folder", "lvunet-serve")
     result = cli("serve", "--tta", "sideways", "--port", "0")
     assert_one_line_error(result.exit_code, result.stderr, "--tta must be one of", "lvunet-serve")
+    assert folders() <= before  # no refusal leaves the server's temporary folder behind
 
 
 def test_tta_server_matches_lvunet_infer_with_tta(tmp_path):
@@ -330,18 +338,10 @@ def test_tta_server_matches_lvunet_infer_with_tta(tmp_path):
 def test_lvunet_serve_starts_serves_and_stops_cleanly(tmp_path):
     """The real entry point in a torch-free interpreter: first line is the URL; SIGINT stops it with 0."""
     import signal
-    import subprocess
-    import sys
     import urllib.request
 
-    env = no_torch_env(tmp_path)
-    code = "import sys\nfrom lvunet_runtime.serve.cli import main\nsys.argv=['lvunet-serve','--port','0']\nmain()"
-    process = subprocess.Popen([sys.executable, "-c", code], env=env, stdout=subprocess.PIPE,
-                               stderr=subprocess.PIPE, text=True)
+    process, url = start_serve(["--port", "0"], env=no_torch_env(tmp_path))
     try:
-        line = process.stdout.readline()
-        assert line.startswith("lvunet-serve: http://127.0.0.1:") and "not a medical device" in line
-        url = line.split()[1]
         with urllib.request.urlopen(url, timeout=30) as response:
             assert response.status == 200 and "not a medical device" in response.read().decode()
         process.send_signal(signal.SIGINT)

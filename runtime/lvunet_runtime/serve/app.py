@@ -316,8 +316,23 @@ def create_app(settings: Settings) -> FastAPI:
         redoc_url=None,
     )
     app.state.service = service
+    add_checks(app, {h.lower() for h in settings.allowed_hosts})
     static = resources.files("lvunet_runtime.serve") / "static"
-    allowed = {h.lower() for h in settings.allowed_hosts}
+
+    @app.get("/", response_class=HTMLResponse, include_in_schema=False)
+    def page() -> HTMLResponse:
+        return HTMLResponse((static / "index.html").read_text(encoding="utf-8"))
+
+    app.mount("/static", StaticFiles(directory=str(static)), name="static")
+
+    add_model_api(app, service, settings)
+    add_segment_api(app, service, settings)
+    return app
+
+
+def add_checks(app: FastAPI, allowed: set[str]) -> None:
+    """Requests refused before any work (Host, Origin), faults caught, every error as one JSON line."""
+
 
     @app.middleware("http")
     async def guard(request: Request, call_next):
@@ -359,12 +374,9 @@ def create_app(settings: Settings) -> FastAPI:
     async def http_error(request: Request, exc: StarletteHTTPException):
         return JSONResponse({"error": str(exc.detail)}, status_code=exc.status_code)
 
-    @app.get("/", response_class=HTMLResponse, include_in_schema=False)
-    def page() -> HTMLResponse:
-        return HTMLResponse((static / "index.html").read_text(encoding="utf-8"))
 
-    app.mount("/static", StaticFiles(directory=str(static)), name="static")
-
+def add_model_api(app: FastAPI, service: Service, settings: Settings) -> None:
+    """Health and models: what the page shows before any image (documented in /openapi.json)."""
     @app.get("/api/health", summary="Server status")
     def health() -> dict:
         """Version, the default model, the execution providers in use, and model runs so far."""
@@ -394,6 +406,9 @@ def create_app(settings: Settings) -> FastAPI:
         """Input size, default threshold, label, training data and measured test accuracy."""
         return service.models.describe(name)
 
+
+def add_segment_api(app: FastAPI, service: Service, settings: Settings) -> None:
+    """Segment, re-threshold, zip: the API behind every image of the page."""
     segment_body = {
         "requestBody": {
             "required": True,
@@ -458,4 +473,3 @@ def create_app(settings: Settings) -> FastAPI:
             headers={"Content-Disposition": 'attachment; filename="lvunet-results.zip"'},
         )
 
-    return app

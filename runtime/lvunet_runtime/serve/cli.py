@@ -85,7 +85,7 @@ def serve_command(
     Research software, not a medical device.
     """
     try:
-        import uvicorn
+        import uvicorn  # noqa: F401 - its absence is the message below
 
         from lvunet_runtime.serve.app import Settings, create_app
     except ImportError:
@@ -110,36 +110,44 @@ def serve_command(
         allowed_hosts=allowed_hosts(host, allow_host),
     )
     app = create_app(settings)
-    service = app.state.service
     try:
-        from lvunet_runtime.serve.app import ApiError
+        run_server(app, host, port, model)
+    finally:
+        app.state.service.close()  # its temporary folder, whichever way the server ends
 
-        segmenter, _ = service.models.get(model)  # a bad default model refuses before listening
+
+def run_server(app, host: str, port: int, model: str) -> None:
+    """Check the default model, listen, say where, serve until Ctrl+C."""
+    import uvicorn
+
+    from lvunet_runtime.serve.app import ApiError
+
+    try:
+        segmenter, _ = app.state.service.models.get(model)  # a bad default model refuses first
     except ApiError as exc:
-        service.close()
         raise LVUNetRuntimeError(str(exc)) from None
     sock = bind(host, port)
-    bound = sock.getsockname()[1]
-    shown = f"[{host}]" if ":" in host else host
-    if not _is_loopback(host):
-        typer.echo(
-            f"lvunet-serve: warning: listening on {host} with NO authentication: anyone who can reach "
-            "this machine can use it. Their browsers allow the camera only over https or localhost.",
-            err=True,
-        )
-    typer.echo(
-        f"lvunet-serve: http://{shown}:{bound}/ (model {model}, {segmenter.active_providers[0]}); "
-        "Ctrl+C stops. Research software, not a medical device.",
-    )
-    sys.stdout.flush()
-    config = uvicorn.Config(app, log_level="warning", access_log=False, lifespan="on")
     try:
-        uvicorn.Server(config).run(sockets=[sock])
-    except KeyboardInterrupt:  # uvicorn re-raises Ctrl+C after its clean shutdown: the normal way out
-        typer.echo("lvunet-serve: stopped")
+        if not _is_loopback(host):
+            typer.echo(
+                f"lvunet-serve: warning: listening on {host} with NO authentication: anyone who can "
+                "reach this machine can use it. Their browsers allow the camera only over https or "
+                "localhost.",
+                err=True,
+            )
+        shown = f"[{host}]" if ":" in host else host
+        typer.echo(
+            f"lvunet-serve: http://{shown}:{sock.getsockname()[1]}/ (model {model}, "
+            f"{segmenter.active_providers[0]}); Ctrl+C stops. Research software, not a medical device.",
+        )
+        sys.stdout.flush()
+        config = uvicorn.Config(app, log_level="warning", access_log=False, lifespan="on")
+        try:
+            uvicorn.Server(config).run(sockets=[sock])
+        except KeyboardInterrupt:  # uvicorn re-raises Ctrl+C after its clean shutdown: the way out
+            typer.echo("lvunet-serve: stopped")
     finally:
         sock.close()
-        service.close()
 
 
 def main() -> None:
