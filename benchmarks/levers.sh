@@ -10,6 +10,8 @@
 #   whose 256x256 masks make the scores a proxy, not the model card's full-size numbers):
 #     SIZE=256 EPOCHS=100 SEEDS="1 2 3" PARALLEL=8 EMA=0.999 DEVICE=cuda DATA=.data \
 #       benchmarks/levers.sh runs/levers
+#   Runs trained elsewhere (benchmarks/gpu_generalise.sh) are only exported and scored: put their folders
+#   (ARM-seedN with best.pt and metrics.json) in OUT and run with ARM_NAMES="basic strong".
 # Then: python benchmarks/levers_table.py OUT   (mean and min-max over seeds per arm and test set)
 set -euo pipefail
 OUT=${1:?usage: levers.sh OUT_DIR}
@@ -34,11 +36,13 @@ test -f "$DATA/splits/pranet-kvasir-seg-test.txt" && test -d "$DATA/cvc-clinicdb
 one() {  # arm seed
   local arm=$1 seed=$2 run="$OUT/$1-seed$2"
   [ -f "$run/eval-cvc-all-tta.json" ] && return 0  # done in an earlier call
-  rm -rf "$run"
-  # shellcheck disable=SC2086
-  "$BIN/lvunet-train" --data "$DATA/kvasir-seg" --split-file "$DATA/splits/pranet-kvasir-seg-test.txt" \
-    --out "$run" --image-size "$SIZE" --epochs "$EPOCHS" --batch-size "$BATCH" --seed "$seed" \
-    --device "$DEVICE" --no-progress ${ARMS[$arm]} > "$run.train.out" 2>&1
+  if [ ! -f "$run/metrics.json" ]; then  # a finished run (e.g. trained on a GPU) is only scored
+    rm -rf "$run"
+    # shellcheck disable=SC2086
+    "$BIN/lvunet-train" --data "$DATA/kvasir-seg" --split-file "$DATA/splits/pranet-kvasir-seg-test.txt" \
+      --out "$run" --image-size "$SIZE" --epochs "$EPOCHS" --batch-size "$BATCH" --seed "$seed" \
+      --device "$DEVICE" --no-progress ${ARMS[$arm]} > "$run.train.out" 2>&1
+  fi
   "$BIN/lvunet-export" --ckpt "$run/best.pt" --out "$run/model.onnx" > "$run.export.out" 2>&1
   for tta in off hv; do
     local suffix=$([ $tta = hv ] && echo -tta || true)
