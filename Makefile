@@ -41,7 +41,10 @@ test-full: $(VENV)/.installed
 
 # The runtime's tests in an environment holding the runtime alone (what a laptop installs):
 # LVUNET_RUNTIME_ONLY=1 makes a test fail if torch or onnx could be imported there.
-$(RUNTIME_VENV)/.installed: runtime/pyproject.toml constraints.txt
+# The runtime is installed (not editable) in the envs below, so its files are their prerequisites too: a
+# changed module or bundled model reinstalls it instead of testing a stale copy.
+RUNTIME_FILES := $(shell find runtime/lvunet_runtime -type f -not -path '*/__pycache__/*')
+$(RUNTIME_VENV)/.installed: runtime/pyproject.toml constraints.txt $(RUNTIME_FILES)
 	$(PYTHON) -m venv $(RUNTIME_VENV)
 	$(RUNTIME_VENV)/bin/python -m pip install -q -c constraints.txt ./runtime pytest
 	touch $@
@@ -74,7 +77,7 @@ test-lowest:
 	$(call runtime_env,$(PYTHON_OLDEST),constraints-lowest.txt,lowest,3.10,PYTHON_OLDEST)
 
 # Ray's tests live in tests/ray/check_ray.py (not collected by the main suite, where Ray is absent).
-.venv-ray/.installed: runtime/pyproject.toml constraints.txt
+.venv-ray/.installed: runtime/pyproject.toml constraints.txt $(RUNTIME_FILES)
 	$(PYTHON) -m venv .venv-ray
 	.venv-ray/bin/python -m pip install -q -c constraints.txt './runtime[ray]' pytest
 	touch $@
@@ -84,7 +87,7 @@ test-ray: .venv-ray/.installed
 
 # onnxruntime-openvino provides the same `onnxruntime` module as onnxruntime, so it cannot sit beside it:
 # the runtime goes in without its dependencies, then its dependencies with onnxruntime-openvino.
-.venv-openvino/.installed: runtime/pyproject.toml constraints.txt
+.venv-openvino/.installed: runtime/pyproject.toml constraints.txt $(RUNTIME_FILES)
 	$(PYTHON) -m venv .venv-openvino
 	.venv-openvino/bin/python -m pip install -q --no-deps ./runtime
 	.venv-openvino/bin/python -m pip install -q -c constraints.txt onnxruntime-openvino numpy opencv-python-headless pillow typer rich pytest
@@ -107,7 +110,7 @@ chromium-installed:
 test-browser: $(VENV)/.installed chromium-installed
 	$(VENV)/bin/python -m pytest tests/browser/check_browser.py -p no:cacheprovider
 
-$(DEMO_VENV)/.installed: runtime/pyproject.toml
+$(DEMO_VENV)/.installed: runtime/pyproject.toml $(RUNTIME_FILES)
 	$(PYTHON) -m venv $(DEMO_VENV)
 	$(DEMO_VENV)/bin/python -m pip install -q ./runtime
 	touch $@
