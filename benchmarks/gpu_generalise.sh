@@ -8,7 +8,8 @@
 #   levers (LEVER_EPOCHS, SEEDS x {basic, strong}): Kvasir-SEG PraNet train only, batch 16; scored later on
 #     this machine's CPU by benchmarks/levers.sh's evaluation (Kvasir test, all of CVC-ClinicDB).
 # A deadline kills what has not finished; a killed run brings back last.pt (and best.pt once an epoch at
-# slope 1 finished) to be continued with `lvunet-train --resume`.
+# slope 1 finished) to be continued with `lvunet-train --resume`; calling the script again on the same warm
+# machine resumes the unfinished runs there and skips the finished ones.
 #   device call: DEADLINE_S=520 bash benchmarks/gpu_generalise.sh        (timeout_s 600, carry .data)
 set -u
 OUT=${OUT:-/tmp/out}; mkdir -p "$OUT"
@@ -31,9 +32,15 @@ done
 
 R=${RUNS_DIR:-runs/gpu}; mkdir -p "$R"
 names=()
-start() {  # name, lvunet-train options
+start() {  # name, lvunet-train options; a second call on the same machine continues unfinished runs
   local name=$1; shift
-  $PY -m lvunet_edge.cli --out "$R/$name" --device "$DEVICE" --no-progress "$@" > "$R/$name.out" 2>&1 &
+  if [ -f "$R/$name/metrics.json" ]; then rm -f "$R/$name.pid"; names+=("$name"); return; fi
+  if [ -f "$R/$name/last.pt" ]; then
+    $PY -m lvunet_edge.cli --resume "$R/$name" --no-progress >> "$R/$name.out" 2>&1 &
+  else
+    rm -rf "${R:?}/$name"  # a run stopped before its first epoch ended: start it again
+    $PY -m lvunet_edge.cli --out "$R/$name" --device "$DEVICE" --no-progress "$@" > "$R/$name.out" 2>&1 &
+  fi
   echo $! > "$R/$name.pid"; names+=("$name")
 }
 start polyp --data "$DATA/polyp" --split-file "$DATA/polyp-pranet-test.txt" --epochs "$BUNDLED_EPOCHS" \
@@ -47,7 +54,7 @@ done; done
 
 last_report=0
 while [ "$(elapsed)" -lt "$DEADLINE_S" ]; do
-  alive=0; for n in "${names[@]}"; do kill -0 "$(cat "$R/$n.pid")" 2>/dev/null && alive=$((alive + 1)); done
+  alive=0; for n in "${names[@]}"; do kill -0 "$(cat "$R/$n.pid" 2>/dev/null)" 2>/dev/null && alive=$((alive + 1)); done
   [ $alive = 0 ] && break
   if [ $(($(elapsed) - last_report)) -ge 60 ]; then
     last_report=$(elapsed)
@@ -56,7 +63,7 @@ while [ "$(elapsed)" -lt "$DEADLINE_S" ]; do
   fi
   sleep 5
 done
-for n in "${names[@]}"; do kill "$(cat "$R/$n.pid")" 2>/dev/null && echo "deadline: killed $n at $(elapsed) s"; done
+for n in "${names[@]}"; do kill "$(cat "$R/$n.pid" 2>/dev/null)" 2>/dev/null && echo "deadline: killed $n at $(elapsed) s"; done
 sleep 3
 for n in "${names[@]}"; do echo "== $n"; tail -2 "$R/$n.out"; done
 # Pack into at most 7 tars under 60 MB: bundled runs first, then the lever runs by arm.
