@@ -27,6 +27,7 @@ declare -A ARMS=(
   [basic]="--augment basic"
   [strong]="--augment strong"
   [strong-ema]="--augment strong --ema ${EMA:-0.99}"
+  [strong-ds]="--augment strong --deep-supervision ${DS:-0.4}"
 )
 ARM_NAMES=${ARM_NAMES:-"basic strong strong-ema"}
 mkdir -p "$OUT"

@@ -15,9 +15,9 @@ import math
 
 import torch
 import torch.nn.functional as F
+from lvunet_runtime.contract import ModelContract
 
 from lvunet_edge.data import normalise
-from lvunet_runtime.contract import ModelContract
 
 RECIPES = ("basic", "strong")
 

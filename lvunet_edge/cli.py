@@ -48,6 +48,11 @@ def train_command(
     ema: float = typer.Option(
         0.0, help="Keep a moving average of the weights with this decay (e.g. 0.999); 0 = off."
     ),
+    deep_supervision: float = typer.Option(
+        0.0,
+        help="Also score side outputs of the last three decoder blocks, with this weight (e.g. 0.4); "
+        "training only: the exported model is unchanged. 0 = off.",
+    ),
     resume: Path | None = typer.Option(None, help="Continue the run in this folder."),
     progress: bool = typer.Option(True, help="Show a progress bar."),
     stop_after: int | None = typer.Option(None, help="Stop after N epochs (resume later)."),
@@ -83,6 +88,7 @@ def train_command(
                 skip=skip,
                 augment=augment,
                 ema=ema,
+                deep_supervision=deep_supervision,
             )
         else:
             config = TrainConfig(data=str(data or "."))  # replaced by the run's stored config

@@ -24,19 +24,20 @@ from lvunet_runtime.metrics import confusion_counts, summarize
 from torch import nn
 from tqdm import tqdm
 
+from lvunet_edge.augment import RECIPES, augment_batch
 from lvunet_edge.checkpoint import (
     atomic_torch_save,
     load_checkpoint,
     read_checkpoint,
     save_checkpoint,
 )
-from lvunet_edge.augment import RECIPES, augment_batch
 from lvunet_edge.data import ArrayDataset, load_dataset, make_split, to_input, write_split
 from lvunet_edge.errors import CheckpointError, DataError, LVUNetError
 from lvunet_edge.losses import bce_dice_loss
 from lvunet_edge.model import LVUNet, LVUNetConfig, build_model
 from lvunet_edge.pretrained import load_mobilenet_v3_weights
 from lvunet_edge.reparam import reparameterize_model, set_act_slope, slope_schedule
+from lvunet_edge.supervision import SideOutputs
 
 FUSED_TOLERANCE = 0.001  # trained and fused test metrics must agree to this
 RUN_FILES = ("split.json", "log.jsonl", "train.log", "best.pt", "metrics.json")  # and last.pt
@@ -71,12 +72,20 @@ class TrainConfig:
     skip: str = "add"
     augment: str = "basic"
     ema: float = 0.0
+    deep_supervision: float = 0.0
 
     def __post_init__(self) -> None:
         if self.augment not in RECIPES:
             raise LVUNetError(f"augment must be one of {', '.join(RECIPES)}, not {self.augment!r}")
+        if not 0.0 <= self.deep_supervision <= 1.0:
+            raise LVUNetError(
+                "deep_supervision must be 0 (off) up to 1, the weight of the side outputs' loss, "
+                f"not {self.deep_supervision}"
+            )
         if not 0.0 <= self.ema < 1.0:
-            raise LVUNetError(f"ema must be 0 (off) or a decay below 1 such as 0.999, not {self.ema}")
+            raise LVUNetError(
+                f"ema must be 0 (off) or a decay below 1 such as 0.999, not {self.ema}"
+            )
         for name in ("batch_size", "workers"):
             if getattr(self, name) < 1:
                 raise LVUNetError(
@@ -170,7 +179,7 @@ def _predict(
 
 RECIPE_KEYS = (
     "epochs", "deep_epochs", "schedule", "batch_size", "lr", "min_lr", "image_size", "augment", "ema",
-    "pretrained", "combination", "act_num", "skip", "seed",
+    "deep_supervision", "pretrained", "combination", "act_num", "skip", "seed",
 )  # fmt: skip
 
 
@@ -220,6 +229,7 @@ class Run:
     scheduler: Any = None
     generator: torch.Generator | None = None
     ema: Any = None  # torch.optim.swa_utils.AveragedModel of the model, with --ema
+    side: SideOutputs | None = None  # decoder side heads, with --deep-supervision
     start_epoch: int = 0
     best: dict[str, Any] = field(default_factory=lambda: {"epoch": -1, "val_iou": -1.0})
 
@@ -417,7 +427,15 @@ def build_training(run: Run, state: dict[str, Any] | None) -> None:
         run.log("encoder: no --pretrained weights, training from scratch")
     model.to(run.device)
     run.model = model
-    run.optimizer = torch.optim.Adam(model.parameters(), lr=config.lr)
+    parameters = list(model.parameters())
+    if config.deep_supervision:
+        if run.world > 1:
+            raise LVUNetError(
+                "--deep-supervision is not supported with several processes (DDP) yet"
+            )
+        run.side = SideOutputs(model).to(run.device)
+        parameters += list(run.side.parameters())
+    run.optimizer = torch.optim.Adam(parameters, lr=config.lr)
     run.scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(
         run.optimizer, T_max=config.epochs, eta_min=config.min_lr
     )
@@ -443,6 +461,8 @@ def restore_state(run: Run, state: dict[str, Any]) -> None:
         torch.set_rng_state(state["torch_rng"])
         if run.ema is not None:
             run.ema.load_state_dict(state["ema"])
+        if run.side is not None:
+            run.side.load_state_dict(state["side"])
     except (RuntimeError, KeyError, ValueError, TypeError) as exc:
         raise CheckpointError(
             f"{run.run_dir}/last.pt does not match its run's model or optimiser: {str(exc).splitlines()[0]}"
@@ -491,7 +511,13 @@ def train_epoch(run: Run, epoch: int, progress: bool) -> dict[str, float]:
         )
         with torch.autocast(run.device.type, dtype=torch.bfloat16, enabled=use_amp):
             logits = run.net(x)
+            side = run.side.logits(tuple(x.shape[-2:])) if run.side is not None else []
         loss = bce_dice_loss(logits, y)
+        if side:  # deep supervision: the side outputs' mean loss, weighted
+            loss = (
+                loss
+                + config.deep_supervision * torch.stack([bce_dice_loss(s, y) for s in side]).mean()
+            )
         run.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         run.optimizer.step()
@@ -549,6 +575,7 @@ def end_of_epoch(run: Run, epoch: int, stats: dict[str, float], started: float) 
         generator=run.generator.get_state(),
         torch_rng=torch.get_rng_state(),
         **({} if run.ema is None else {"ema": run.ema.state_dict()}),
+        **({} if run.side is None else {"side": run.side.state_dict()}),
     )
     run.log(
         f"epoch {epoch + 1}/{run.config.epochs} slope {end_slope:.4f} loss "
