@@ -1,6 +1,7 @@
 """Resize the shared datasets to 256x256 into a git-ignored folder small enough to carry to a GPU machine.
 
     python benchmarks/prepare_data.py --shared ../shared/data --out .data --quality 90
+    python benchmarks/prepare_data.py --out .data-384 --size 384 --datasets kvasir-seg cvc-clinicdb --quality 85
 
 Images: cv2.INTER_AREA to 256x256 (what training does anyway), re-encoded as JPEG; masks: INTER_AREA then
 > 127, PNG 0/255. Also writes the PraNet split lists for the combined polyp set (Kvasir-SEG + CVC-ClinicDB
@@ -26,16 +27,19 @@ def main() -> None:
     parser.add_argument("--shared", type=Path, default=Path("../shared/data"))
     parser.add_argument("--out", type=Path, default=Path(".data"))
     parser.add_argument("--quality", type=int, default=90)
+    parser.add_argument("--size", type=int, default=SIZE, help="side of the copies (a multiple of 128)")
+    parser.add_argument("--datasets", nargs="+", default=["kvasir-seg", "cvc-clinicdb", "busi"])
     args = parser.parse_args()
-    for name in ("kvasir-seg", "cvc-clinicdb", "busi"):
+    size = args.size
+    for name in args.datasets:
         out = args.out / name
         (out / "images").mkdir(parents=True, exist_ok=True)
         (out / "masks").mkdir(parents=True, exist_ok=True)
         for pair in find_pairs(args.shared / name):
-            rgb = cv2.resize(load_image(pair.image)[0], (SIZE, SIZE), interpolation=cv2.INTER_AREA)
+            rgb = cv2.resize(load_image(pair.image)[0], (size, size), interpolation=cv2.INTER_AREA)
             mask, _ = read_mask(pair.mask)
             mask = (
-                cv2.resize(mask.astype(np.uint8) * 255, (SIZE, SIZE), interpolation=cv2.INTER_AREA)
+                cv2.resize(mask.astype(np.uint8) * 255, (size, size), interpolation=cv2.INTER_AREA)
                 > 127
             )
             cv2.imwrite(
