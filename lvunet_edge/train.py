@@ -427,6 +427,12 @@ def build_training(run: Run, state: dict[str, Any] | None) -> None:
         run.log("encoder: no --pretrained weights, training from scratch")
     model.to(run.device)
     run.model = model
+    if config.ema:  # averaged copy made before the side heads hook into the model (it needs none)
+        from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+
+        run.ema = AveragedModel(
+            model, multi_avg_fn=get_ema_multi_avg_fn(config.ema), use_buffers=True
+        )
     parameters = list(model.parameters())
     if config.deep_supervision:
         if run.world > 1:
@@ -440,12 +446,6 @@ def build_training(run: Run, state: dict[str, Any] | None) -> None:
         run.optimizer, T_max=config.epochs, eta_min=config.min_lr
     )
     run.generator = torch.Generator().manual_seed(config.seed)
-    if config.ema:
-        from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
-
-        run.ema = AveragedModel(
-            model, multi_avg_fn=get_ema_multi_avg_fn(config.ema), use_buffers=True
-        )
     if state is not None:
         restore_state(run, state)
     run.net = wrap_distributed(run)

@@ -68,3 +68,13 @@ def test_deep_supervision_weight_is_checked(tmp_path):
     for bad in (-0.1, 1.5):
         with pytest.raises(LVUNetError, match="deep_supervision must be 0"):
             train_config(tmp_path, deep_supervision=bad)
+
+
+def test_the_weight_average_carries_no_side_hooks(tmp_path):
+    from lvunet_edge.train import build_training, start_run
+
+    run = start_run(train_config(tmp_path / "r", deep_supervision=0.4, ema=0.9), None)
+    run.sets = {}
+    build_training(run, None)
+    assert any(block._forward_hooks for block in run.model.decoder)
+    assert not any(block._forward_hooks for block in run.ema.module.decoder)
