@@ -10,6 +10,9 @@
 #   whose 256x256 masks make the scores a proxy, not the model card's full-size numbers):
 #     SIZE=256 EPOCHS=100 SEEDS="1 2 3" PARALLEL=8 EMA=0.999 DEVICE=cuda DATA=.data \
 #       benchmarks/levers.sh runs/levers
+#   The reverse direction (train on CVC-ClinicDB's PraNet training part, score its PraNet test and ALL 1000
+#   Kvasir-SEG images): SOURCE=cvc-clinicdb (files eval-cvc-test*.json, eval-kvasir-all*.json).
+#   An arm's options may name {seed}, replaced by the run's seed (e.g. a teacher of the same split).
 #   Runs trained elsewhere (benchmarks/gpu_generalise.sh) are only exported and scored: put their folders
 #   (ARM-seedN with best.pt and metrics.json) in OUT and run with ARM_NAMES="basic strong".
 # Then: python benchmarks/levers_table.py OUT   (mean and min-max over seeds per arm and test set)
@@ -23,39 +26,48 @@ PARALLEL=${PARALLEL:-1}
 DEVICE=${DEVICE:-auto}
 BATCH=${BATCH:-16}
 BIN=${BIN:-.venv/bin}
+SOURCE=${SOURCE:-kvasir-seg}
+case $SOURCE in
+  kvasir-seg) CROSS=cvc-clinicdb ;;
+  cvc-clinicdb) CROSS=kvasir-seg ;;
+  *) echo "SOURCE must be kvasir-seg or cvc-clinicdb" >&2; exit 1 ;;
+esac
+TEACHERS=${TEACHERS:-}
 declare -A ARMS=(
   [basic]="--augment basic"
   [strong]="--augment strong"
   [strong-ema]="--augment strong --ema ${EMA:-0.99}"
   [strong-ds]="--augment strong --deep-supervision ${DS:-0.4}"
+  [strong-kd]="--augment strong --distill $TEACHERS/strong-seed{seed}/best.pt --distill-weight ${KD:-0.5}"
 )
 ARM_NAMES=${ARM_NAMES:-"basic strong strong-ema"}
 mkdir -p "$OUT"
-echo "levers: size $SIZE, $EPOCHS epochs, seeds $SEEDS, arms $ARM_NAMES, device $DEVICE, $(date -u +%FT%TZ)" > "$OUT/settings.txt"
-test -f "$DATA/splits/pranet-kvasir-seg-test.txt" && test -d "$DATA/cvc-clinicdb/images"
+echo "levers: source $SOURCE, size $SIZE, $EPOCHS epochs, seeds $SEEDS, arms $ARM_NAMES, device $DEVICE, $(date -u +%FT%TZ)" > "$OUT/settings.txt"
+test -f "$DATA/splits/pranet-$SOURCE-test.txt" && test -d "$DATA/$CROSS/images"
 
 one() {  # arm seed
-  local arm=$1 seed=$2 run="$OUT/$1-seed$2"
-  [ -f "$run/eval-cvc-all-tta.json" ] && return 0  # done in an earlier call
+  local arm=$1 seed=$2 run="$OUT/$1-seed$2" same=${SOURCE%%-*} cross=${CROSS%%-*}
+  local options=${ARMS[$arm]//\{seed\}/$seed}
+  [ -f "$run/eval-$cross-all-tta.json" ] && return 0  # done in an earlier call
   if [ ! -f "$run/metrics.json" ]; then  # a finished run (e.g. trained on a GPU) is only scored
     rm -rf "$run"
     # shellcheck disable=SC2086
-    "$BIN/lvunet-train" --data "$DATA/kvasir-seg" --split-file "$DATA/splits/pranet-kvasir-seg-test.txt" \
+    "$BIN/lvunet-train" --data "$DATA/$SOURCE" --split-file "$DATA/splits/pranet-$SOURCE-test.txt" \
       --out "$run" --image-size "$SIZE" --epochs "$EPOCHS" --batch-size "$BATCH" --seed "$seed" \
-      --device "$DEVICE" --no-progress ${ARMS[$arm]} > "$run.train.out" 2>&1
+      --device "$DEVICE" --no-progress $options > "$run.train.out" 2>&1
   fi
   "$BIN/lvunet-export" --ckpt "$run/best.pt" --out "$run/model.onnx" > "$run.export.out" 2>&1
   for tta in off hv; do
     local suffix=$([ $tta = hv ] && echo -tta || true)
-    "$BIN/lvunet-eval" --model "$run/model.onnx" --data "$DATA/kvasir-seg" --tta $tta --no-progress \
-      --split-file "$DATA/splits/pranet-kvasir-seg-test.txt" --json "$run/eval-kvasir-test$suffix.json" > /dev/null
-    "$BIN/lvunet-eval" --model "$run/model.onnx" --data "$DATA/cvc-clinicdb" --tta $tta --no-progress \
-      --json "$run/eval-cvc-all$suffix.json" > /dev/null
+    "$BIN/lvunet-eval" --model "$run/model.onnx" --data "$DATA/$SOURCE" --tta $tta --no-progress \
+      --split-file "$DATA/splits/pranet-$SOURCE-test.txt" --json "$run/eval-$same-test$suffix.json" > /dev/null
+    "$BIN/lvunet-eval" --model "$run/model.onnx" --data "$DATA/$CROSS" --tta $tta --no-progress \
+      --json "$run/eval-$cross-all$suffix.json" > /dev/null
   done
   rm -f "$run/last.pt"  # large and only for resuming
   echo "$arm seed $seed done $(date -u +%T)"
 }
-export OUT DATA SIZE EPOCHS DEVICE BATCH BIN
+export OUT DATA SIZE EPOCHS DEVICE BATCH BIN SOURCE CROSS
 jobs=()
 for seed in $SEEDS; do for arm in $ARM_NAMES; do jobs+=("$arm $seed"); done; done
 running=0

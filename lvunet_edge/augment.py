@@ -92,7 +92,8 @@ def affine(
     grid = F.affine_grid(theta, list(pixels.shape), align_corners=False)
     moved = F.grid_sample(pixels, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
     moved_masks = F.grid_sample(masks, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
-    return moved, (moved_masks > 0.5).to(masks.dtype)
+    hard = (moved_masks[:, :1] > 0.5).to(masks.dtype)  # channel 0 is the mask; more are soft targets
+    return moved, torch.cat([hard, moved_masks[:, 1:]], 1)
 
 
 def blur(pixels: torch.Tensor, generator: torch.Generator, p: float = 0.2) -> torch.Tensor:
@@ -118,7 +119,8 @@ def augment_batch(
     contract: ModelContract,
     generator: torch.Generator,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """uint8 (B, H, W, 3) RGB images and (B, 1, H, W) float masks -> the model's augmented input."""
+    """uint8 (B, H, W, 3) RGB images and (B, C, H, W) float masks -> the model's augmented input and
+    masks. Channel 0 is the mask (kept binary); further channels (soft targets) move with it."""
     pixels = images.permute(0, 3, 1, 2).float()
     if recipe == "strong":
         pixels = photometric(pixels, generator)

@@ -53,6 +53,12 @@ def train_command(
         help="Also score side outputs of the last three decoder blocks, with this weight (e.g. 0.4); "
         "training only: the exported model is unchanged. 0 = off.",
     ),
+    distill: Path | None = typer.Option(
+        None,
+        help="Self-distillation: a teacher best.pt (same size; never trained on this test split) whose "
+        "flip-averaged predictions become soft targets; training only, the model is unchanged.",
+    ),
+    distill_weight: float = typer.Option(0.5, help="Share of the loss on the teacher's targets."),
     resume: Path | None = typer.Option(None, help="Continue the run in this folder."),
     progress: bool = typer.Option(True, help="Show a progress bar."),
     stop_after: int | None = typer.Option(None, help="Stop after N epochs (resume later)."),
@@ -89,6 +95,8 @@ def train_command(
                 augment=augment,
                 ema=ema,
                 deep_supervision=deep_supervision,
+                distill=str(distill) if distill else None,
+                distill_weight=distill_weight,
             )
         else:
             config = TrainConfig(data=str(data or "."))  # replaced by the run's stored config

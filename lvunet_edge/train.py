@@ -32,6 +32,13 @@ from lvunet_edge.checkpoint import (
     save_checkpoint,
 )
 from lvunet_edge.data import ArrayDataset, load_dataset, make_split, to_input, write_split
+from lvunet_edge.distill import (
+    check_unchanged,
+    distill_loss,
+    file_sha256,
+    load_teacher,
+    soft_targets,
+)
 from lvunet_edge.errors import CheckpointError, DataError, LVUNetError
 from lvunet_edge.losses import bce_dice_loss
 from lvunet_edge.model import LVUNet, LVUNetConfig, build_model
@@ -73,6 +80,9 @@ class TrainConfig:
     augment: str = "basic"
     ema: float = 0.0
     deep_supervision: float = 0.0
+    distill: str | None = None  # teacher checkpoint (self-distillation, lvunet_edge/distill.py)
+    distill_weight: float = 0.5
+    distill_sha256: str | None = None  # the teacher file's hash, recorded when the run starts
 
     def __post_init__(self) -> None:
         if self.augment not in RECIPES:
@@ -81,6 +91,11 @@ class TrainConfig:
             raise LVUNetError(
                 "deep_supervision must be 0 (off) up to 1, the weight of the side outputs' loss, "
                 f"not {self.deep_supervision}"
+            )
+        if self.distill is not None and not 0.0 < self.distill_weight <= 1.0:
+            raise LVUNetError(
+                "distill_weight must be above 0 and at most 1 (the soft targets' share of the loss), "
+                f"not {self.distill_weight}"
             )
         if not 0.0 <= self.ema < 1.0:
             raise LVUNetError(
@@ -179,8 +194,10 @@ def _predict(
 
 RECIPE_KEYS = (
     "epochs", "deep_epochs", "schedule", "batch_size", "lr", "min_lr", "image_size", "augment", "ema",
-    "deep_supervision", "pretrained", "combination", "act_num", "skip", "seed",
+    "deep_supervision", "pretrained", "combination", "act_num", "skip", "seed", "distill_weight",
+    "distill_sha256",
 )  # fmt: skip
+DISTILL_KEYS = ("distill_weight", "distill_sha256")  # recorded only for a distilled run
 
 
 def training_recipe(train_config: dict[str, Any]) -> dict[str, Any]:
@@ -190,6 +207,8 @@ def training_recipe(train_config: dict[str, Any]) -> dict[str, Any]:
     the number actually used. Settings an older run did not record are left out.
     """
     recipe = {k: train_config[k] for k in RECIPE_KEYS if k in train_config}
+    if not train_config.get("distill"):
+        recipe = {k: v for k, v in recipe.items() if k not in DISTILL_KEYS}
     if "pretrained" in recipe:
         recipe["pretrained"] = bool(recipe["pretrained"])
     epochs = recipe.get("epochs")
@@ -230,6 +249,7 @@ class Run:
     generator: torch.Generator | None = None
     ema: Any = None  # torch.optim.swa_utils.AveragedModel of the model, with --ema
     side: SideOutputs | None = None  # decoder side heads, with --deep-supervision
+    soft: torch.Tensor | None = None  # the teacher's soft targets (N, S, S) uint8, with --distill
     start_epoch: int = 0
     best: dict[str, Any] = field(default_factory=lambda: {"epoch": -1, "val_iou": -1.0})
 
@@ -414,6 +434,25 @@ def load_data(run: Run, state: dict[str, Any] | None) -> None:
             f"{run.contract.resize_interpolation} resize, mean {list(run.contract.mean)}, "
             f"std {list(run.contract.std)}"
         )
+    if config.distill:
+        attach_teacher(run, {dataset.hashes[i] for i in split["test"] if i in dataset.hashes}, state)
+
+
+def attach_teacher(run: Run, test_hashes: set[str], state: dict[str, Any] | None) -> None:
+    """With --distill: check the teacher, record its hash (in the recipe too) and make the soft targets."""
+    config = run.config
+    if state is not None:
+        check_unchanged(config.distill, config.distill_sha256)
+    teacher = load_teacher(config.distill, run.contract, run.device, test_hashes)
+    if state is None:
+        run.config = replace(config, distill_sha256=file_sha256(config.distill))
+        recipe = training_recipe(asdict(run.config))
+        run.contract = replace(run.contract, training_recipe=recipe)
+    run.soft = soft_targets(teacher, run.images, run.contract)
+    run.log(
+        f"distilling from {config.distill} (weight {config.distill_weight}): soft targets of "
+        f"{len(run.soft)} training images, the teacher's mean logit over 4 flipped views"
+    )
 
 
 def build_training(run: Run, state: dict[str, Any] | None) -> None:
@@ -506,18 +545,17 @@ def train_epoch(run: Run, epoch: int, progress: bool) -> dict[str, float]:
         slope = run.slope(epoch * run.steps_per_epoch + step)
         set_act_slope(run.model, slope)
         idx = order[step * config.batch_size : (step + 1) * config.batch_size].to(run.device)
-        x, y = augment_batch(
-            config.augment, images[idx], masks[idx, None].float(), run.contract, run.generator
+        targets = masks[idx, None].float()
+        if run.soft is not None:  # the soft targets move with the mask through augmentation
+            targets = torch.cat([targets, run.soft[idx, None].float() / 255.0], 1)
+        x, targets = augment_batch(
+            config.augment, images[idx], targets, run.contract, run.generator
         )
+        y = targets[:, :1]
         with torch.autocast(run.device.type, dtype=torch.bfloat16, enabled=use_amp):
             logits = run.net(x)
             side = run.side.logits(tuple(x.shape[-2:])) if run.side is not None else []
-        loss = bce_dice_loss(logits, y)
-        if side:  # deep supervision: the side outputs' mean loss, weighted
-            loss = (
-                loss
-                + config.deep_supervision * torch.stack([bce_dice_loss(s, y) for s in side]).mean()
-            )
+        loss = batch_loss(run, logits, side, targets)
         run.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         run.optimizer.step()
@@ -535,6 +573,22 @@ def train_epoch(run: Run, epoch: int, progress: bool) -> dict[str, float]:
     run.scheduler.step()
     tp, fp, fn = tp_fp_fn.tolist()
     return {"train_loss": float(torch.stack(losses).mean()), "train_iou": tp / max(tp + fp + fn, 1)}
+
+
+def batch_loss(
+    run: Run, logits: torch.Tensor, side: list[torch.Tensor], targets: torch.Tensor
+) -> torch.Tensor:
+    """BCE + Dice against the mask (channel 0 of ``targets``), plus the side outputs' mean loss with
+    --deep-supervision, mixed with BCE against the teacher's soft targets (channel 1) with --distill."""
+    config, y = run.config, targets[:, :1]
+    loss = bce_dice_loss(logits, y)
+    if side:
+        loss = (
+            loss + config.deep_supervision * torch.stack([bce_dice_loss(s, y) for s in side]).mean()
+        )
+    if run.soft is not None:
+        loss = distill_loss(loss, logits, targets[:, 1:], config.distill_weight)
+    return loss
 
 
 def end_of_epoch(run: Run, epoch: int, stats: dict[str, float], started: float) -> None:
