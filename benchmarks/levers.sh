@@ -38,6 +38,7 @@ declare -A ARMS=(
   [strong]="--augment strong"
   [strong-ema]="--augment strong --ema ${EMA:-0.99}"
   [strong-ds]="--augment strong --deep-supervision ${DS:-0.4}"
+  [strong-ms]="--augment strong --multi-scale"
   [strong-kd]="--augment strong --distill $TEACHERS/strong-seed{seed}/best.pt --distill-weight ${KD:-0.5}"
 )
 ARM_NAMES=${ARM_NAMES:-"basic strong strong-ema"}

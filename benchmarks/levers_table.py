@@ -1,6 +1,7 @@
 """The table of a `levers.sh` output folder: per arm, mean per-image Dice over seeds with its min-max, on
 the Kvasir-SEG PraNet test (same centre) and all of CVC-ClinicDB (the cross-dataset proxy), without and
-with --tta hv; best validation IoU and epoch time from the runs' logs.
+with --tta hv (or, for a SOURCE=cvc-clinicdb folder, the CVC-ClinicDB PraNet test and all of Kvasir-SEG);
+best validation IoU and epoch time from the runs' logs.
 
     python benchmarks/levers_table.py /tmp/levers > benchmarks/results/levers/cpu-128/README-table.md
 """
@@ -13,11 +14,17 @@ import sys
 from collections import defaultdict
 from pathlib import Path
 
-COLUMNS = [
+FORWARD = [
     ("eval-kvasir-test.json", "Kvasir test"),
     ("eval-kvasir-test-tta.json", "Kvasir test, TTA hv"),
     ("eval-cvc-all.json", "CVC all (cross)"),
     ("eval-cvc-all-tta.json", "CVC all, TTA hv"),
+]
+REVERSE = [
+    ("eval-cvc-test.json", "CVC test"),
+    ("eval-cvc-test-tta.json", "CVC test, TTA hv"),
+    ("eval-kvasir-all.json", "Kvasir all (cross)"),
+    ("eval-kvasir-all-tta.json", "Kvasir all, TTA hv"),
 ]
 
 
@@ -32,6 +39,8 @@ def cell(values: list[float]) -> str:
 def main() -> None:
     folder = Path(sys.argv[1])
     arms: dict[str, dict[str, list[float]]] = defaultdict(lambda: defaultdict(list))
+    reverse = any(folder.glob(f"*/{REVERSE[-1][0]}"))
+    COLUMNS = REVERSE if reverse else FORWARD  # noqa: N806
     done = (p for p in folder.iterdir() if p.is_dir() and (p / COLUMNS[-1][0]).is_file())
     for run in sorted(done):  # finished runs only
         arm = run.name.rsplit("-seed", 1)[0]

@@ -128,3 +128,19 @@ def augment_batch(
         pixels, masks = affine(pixels, masks, generator)
         pixels = blur(pixels, generator)
     return flips(normalise(pixels, contract), masks, generator)
+
+
+def multi_scale(
+    inputs: torch.Tensor, masks: torch.Tensor, size: int, generator: torch.Generator
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Multi-scale training: the whole batch at one size drawn from {size - 128, size, size + 128}
+    (at least 128; LV-UNet needs multiples of 128), resized bilinearly (antialiased when shrinking);
+    mask channel 0 re-binarised, soft channels kept. Validation and export stay at ``size``."""
+    sizes = [s for s in (size - 128, size, size + 128) if s >= 128]
+    pick = sizes[int(torch.randint(len(sizes), (1,), generator=generator))]
+    if pick == size:
+        return inputs, masks
+    options = {"size": (pick, pick), "mode": "bilinear", "align_corners": False, "antialias": pick < size}
+    moved = F.interpolate(masks, **options)
+    hard = (moved[:, :1] > 0.5).to(masks.dtype)
+    return F.interpolate(inputs, **options), torch.cat([hard, moved[:, 1:]], 1)

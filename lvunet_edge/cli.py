@@ -53,6 +53,11 @@ def train_command(
         help="Also score side outputs of the last three decoder blocks, with this weight (e.g. 0.4); "
         "training only: the exported model is unchanged. 0 = off.",
     ),
+    multi_scale: bool = typer.Option(
+        False,
+        help="Train each batch at a size drawn from image-size - 128, image-size, image-size + 128 "
+        "(validation, test and export stay at image-size).",
+    ),
     distill: Path | None = typer.Option(
         None,
         help="Self-distillation: a teacher best.pt (same size; never trained on this test split) whose "
@@ -95,6 +100,7 @@ def train_command(
                 augment=augment,
                 ema=ema,
                 deep_supervision=deep_supervision,
+                multi_scale=multi_scale,
                 distill=str(distill) if distill else None,
                 distill_weight=distill_weight,
             )

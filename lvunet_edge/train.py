@@ -24,7 +24,7 @@ from lvunet_runtime.metrics import confusion_counts, summarize
 from torch import nn
 from tqdm import tqdm
 
-from lvunet_edge.augment import RECIPES, augment_batch
+from lvunet_edge.augment import RECIPES, augment_batch, multi_scale
 from lvunet_edge.checkpoint import (
     atomic_torch_save,
     load_checkpoint,
@@ -80,6 +80,7 @@ class TrainConfig:
     augment: str = "basic"
     ema: float = 0.0
     deep_supervision: float = 0.0
+    multi_scale: bool = False
     distill: str | None = None  # teacher checkpoint (self-distillation, lvunet_edge/distill.py)
     distill_weight: float = 0.5
     distill_sha256: str | None = None  # the teacher file's hash, recorded when the run starts
@@ -194,8 +195,8 @@ def _predict(
 
 RECIPE_KEYS = (
     "epochs", "deep_epochs", "schedule", "batch_size", "lr", "min_lr", "image_size", "augment", "ema",
-    "deep_supervision", "pretrained", "combination", "act_num", "skip", "seed", "distill_weight",
-    "distill_sha256",
+    "deep_supervision", "pretrained", "combination", "act_num", "skip", "seed", "multi_scale",
+    "distill_weight", "distill_sha256",
 )  # fmt: skip
 DISTILL_KEYS = ("distill_weight", "distill_sha256")  # recorded only for a distilled run
 
@@ -551,6 +552,8 @@ def train_epoch(run: Run, epoch: int, progress: bool) -> dict[str, float]:
         x, targets = augment_batch(
             config.augment, images[idx], targets, run.contract, run.generator
         )
+        if config.multi_scale:
+            x, targets = multi_scale(x, targets, config.image_size, run.generator)
         y = targets[:, :1]
         with torch.autocast(run.device.type, dtype=torch.bfloat16, enabled=use_amp):
             logits = run.net(x)

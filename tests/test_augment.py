@@ -85,3 +85,48 @@ def test_bad_recipe_settings_are_refused(tmp_path):
         train_config(tmp_path, augment="wild")
     with pytest.raises(LVUNetError, match="ema must be 0"):
         train_config(tmp_path, ema=1.0)
+
+
+def test_multi_scale_draws_whole_batch_sizes_in_steps_of_128_and_keeps_soft_channels():
+    from lvunet_edge.augment import multi_scale
+
+    masks = torch.zeros((2, 1, 256, 256))
+    masks[:, :, 64:192, 32:160] = 1
+    targets = torch.cat([masks, masks * 0.7], 1)
+    inputs = masks.repeat(1, 3, 1, 1)
+    generator, seen = torch.Generator().manual_seed(0), set()
+    for _ in range(30):
+        x, t = multi_scale(inputs, targets, 256, generator)
+        size = x.shape[-1]
+        seen.add(size)
+        assert x.shape == (2, 3, size, size) and t.shape == (2, 2, size, size)
+        assert set(torch.unique(t[:, 0]).tolist()) <= {0.0, 1.0}
+        assert ((t[:, 1] > 0.35) == (t[:, 0] > 0.5)).float().mean() > 0.99  # moved alike, still soft
+        assert abs(t[:, 0].mean().item() - masks.mean().item()) < 0.01  # the same share of the image
+    assert seen == {128, 256, 384}
+    small = [
+        multi_scale(inputs[:, :, :128, :128], targets[:, :, :128, :128], 128, generator)
+        for _ in range(20)
+    ]
+    assert {x.shape[-1] for x, _ in small} == {128, 256}  # never below 128
+
+
+@pytest.mark.slow
+def test_multi_scale_run_fuses_exactly_is_recorded_and_resumes_exactly(tmp_path):
+    out = tmp_path / "ms"
+    metrics = train(train_config(out, multi_scale=True), progress=False)
+    for key in ("iou", "dice"):
+        assert abs(metrics["trained"][key] - metrics["fused"][key]) <= 0.001
+    _, info = load_checkpoint(out / "best.pt")
+    assert ModelContract.from_dict(info["contract"]).training_recipe["multi_scale"] is True
+    plain = tmp_path / "plain"
+    train(train_config(plain), progress=False)
+    scaled_last = torch.load(out / "last.pt", weights_only=True)["state_dict"]
+    plain_last = torch.load(plain / "last.pt", weights_only=True)["state_dict"]
+    assert any(  # the other sizes changed what it learned
+        not torch.equal(scaled_last[k], plain_last[k]) for k in plain_last if plain_last[k].is_floating_point()
+    )
+    resumed = tmp_path / "resumed"
+    assert train(train_config(resumed, multi_scale=True), progress=False, stop_after=2) == {}
+    again = train(train_config(resumed, multi_scale=True), resume=resumed, progress=False)
+    assert again["trained"] == metrics["trained"]
