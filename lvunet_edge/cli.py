@@ -70,40 +70,14 @@ def train_command(
     version: bool = version_option("lvunet-train", "lvunet_edge"),
 ) -> None:
     """Train, keep the best epoch at slope 1, and evaluate it trained and fused on the test split."""
+    options = dict(locals())  # every option above, named as in TrainConfig
     from lvunet_edge.train import TrainConfig, train
 
     try:
         if resume is None and data is None:
             raise LVUNetRuntimeError("give --data DIR (or --resume RUN_DIR)")
-        config = None
         if resume is None:
-            config = TrainConfig(
-                data=str(data),
-                out=str(out),
-                image_size=image_size,
-                epochs=epochs,
-                deep_epochs=deep_epochs,
-                schedule=schedule,
-                batch_size=batch_size,
-                lr=lr,
-                min_lr=min_lr,
-                seed=seed,
-                device=device,
-                workers=workers,
-                amp=amp,
-                pretrained=pretrained,
-                split_file=str(split_file) if split_file else None,
-                val_file=str(val_file) if val_file else None,
-                combination=combination,
-                act_num=act_num,
-                skip=skip,
-                augment=augment,
-                ema=ema,
-                deep_supervision=deep_supervision,
-                multi_scale=multi_scale,
-                distill=str(distill) if distill else None,
-                distill_weight=distill_weight,
-            )
+            config = config_from_options(options)
         else:
             config = TrainConfig(data=str(data or "."))  # replaced by the run's stored config
         metrics = train(config, resume=resume, progress=progress, stop_after=stop_after)
@@ -125,6 +99,19 @@ def train_command(
         raise typer.Exit(EXIT_PARTIAL) from None
     if metrics:
         typer.echo(json.dumps({k: metrics[k] for k in ("trained", "fused")}, indent=1))
+
+
+def config_from_options(options: dict) -> object:
+    """A TrainConfig from the command's options (paths as strings; options it has no field for, such
+    as --resume or --progress, left out)."""
+    from dataclasses import fields
+
+    from lvunet_edge.train import TrainConfig
+
+    names = {f.name for f in fields(TrainConfig)} - {"distill_sha256"}  # recorded by the run itself
+    return TrainConfig(
+        **{k: str(v) if isinstance(v, Path) else v for k, v in options.items() if k in names}
+    )
 
 
 def main() -> None:

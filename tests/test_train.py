@@ -5,6 +5,7 @@ import os
 import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -163,3 +164,23 @@ def test_ddp_two_cpu_processes_gloo(tmp_path):
     assert len(log) == 2  # rank 0 alone writes the log
     metrics = json.loads((tmp_path / "ddp" / "metrics.json").read_text())
     assert abs(metrics["trained"]["iou"] - metrics["fused"]["iou"]) <= 0.001
+
+
+def test_every_train_option_reaches_the_config():
+    """lvunet-train builds TrainConfig from its options by name: an option without a field (a typo)
+    would be dropped silently, so each must be a field, or one of the few run controls."""
+    import inspect
+    from dataclasses import fields
+
+    from lvunet_edge.cli import config_from_options, train_command
+    from lvunet_edge.train import TrainConfig
+
+    controls = {"resume", "progress", "stop_after", "version"}
+    options = set(inspect.signature(train_command).parameters) - controls
+    assert options <= {f.name for f in fields(TrainConfig)}
+    config = config_from_options(
+        {"data": Path("d"), "out": Path("o"), "epochs": 7, "multi_scale": True, "distill": Path("t.pt"),
+         "distill_weight": 0.3, "resume": Path("r"), "progress": False}
+    )  # fmt: skip
+    assert (config.data, config.out, config.epochs, config.multi_scale) == ("d", "o", 7, True)
+    assert (config.distill, config.distill_weight, config.distill_sha256) == ("t.pt", 0.3, None)
