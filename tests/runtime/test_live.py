@@ -29,10 +29,16 @@ class PacedCamera:
 
 def test_live_source_drops_frames_and_keeps_latency_bounded():
     segmenter = Segmenter("polyp", threads=1)
-    count, fps = 150, 500.0  # far faster than a 2-core machine segments 640x480 frames
+    # 1.5 s of frames every 5 ms: far faster than a 2-core machine segments 640x480 frames, and long
+    # enough for several model runs even on a loaded machine (CI ran 5 in 0.3 s under load)
+    count, fps = 300, 200.0
     stats = run_live(segmenter, PacedCamera(fps, count), show=False, max_frames=None)
     assert stats.frames + stats.dropped == count
     assert stats.dropped > 0 and stats.frames > 5
-    # with every frame queued, the last would wait for all before it (~count x per-frame time)
-    assert np.percentile(stats.latencies_ms, 90) < 150, stats.line()
+    # with every frame queued, latency would grow through the run (the k-th frame waits for all before
+    # it); dropped frames keep it flat: the last third no slower than twice the first third
+    third = len(stats.latencies_ms) // 3
+    first, last = np.mean(stats.latencies_ms[:third]), np.mean(stats.latencies_ms[-third:])
+    assert last < 2 * first + 20, stats.line()
+    assert np.percentile(stats.latencies_ms, 90) < 400, stats.line()
     assert "dropped to stay live" in stats.line() and "p90" in stats.line()
