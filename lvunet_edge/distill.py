@@ -11,25 +11,18 @@ gains from four model runs the student may keep at one.
 
 from __future__ import annotations
 
-import hashlib
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 from lvunet_runtime.contract import ModelContract
+from lvunet_runtime.data import file_sha256
 
 from lvunet_edge.checkpoint import load_checkpoint
 from lvunet_edge.errors import CheckpointError, LVUNetError
+from lvunet_edge.model import exact_float32
 
 TTA_FLIPS = ((), (3,), (2,), (2, 3))  # identity, left-right, up-down, both (NCHW axes)
-
-
-def file_sha256(path: str | Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def load_teacher(
@@ -82,10 +75,8 @@ def soft_targets(
     from lvunet_edge.data import to_input
 
     teacher.eval()
-    saved = torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
-    torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False
     out = []
-    try:
+    with exact_float32():
         for start in range(0, len(images), batch_size):
             x = to_input(images[start : start + batch_size], contract)
             total = torch.zeros_like(x[:, :1])
@@ -95,8 +86,6 @@ def soft_targets(
                 total += torch.flip(logits, dims) if dims else logits
             prob = torch.sigmoid(total / len(TTA_FLIPS))[:, 0]
             out.append(torch.round(prob * 255).to(torch.uint8))
-    finally:
-        torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = saved
     if not out:
         return torch.zeros(images.shape[:3], dtype=torch.uint8, device=images.device)
     return torch.cat(out)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, fields
 from typing import Any, Literal
 
@@ -203,3 +204,15 @@ def count_macs(model: nn.Module, image_size: int = 256, batch: int = 1) -> int:
     finally:
         model.train(was_training)
     return counter.get_total_flops() // 2
+
+
+@contextmanager
+def exact_float32():
+    """Switch TF32 off inside the block: on Ampere and later GPUs cuDNN convolutions default to TF32,
+    which moves logits by up to ~0.1 and would hide (or fake) a fused-vs-trained difference."""
+    saved = torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
+    torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False
+    try:
+        yield
+    finally:
+        torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = saved

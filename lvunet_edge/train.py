@@ -41,7 +41,7 @@ from lvunet_edge.distill import (
 )
 from lvunet_edge.errors import CheckpointError, DataError, LVUNetError
 from lvunet_edge.losses import bce_dice_loss
-from lvunet_edge.model import LVUNet, LVUNetConfig, build_model
+from lvunet_edge.model import LVUNet, LVUNetConfig, build_model, exact_float32
 from lvunet_edge.pretrained import load_mobilenet_v3_weights
 from lvunet_edge.reparam import reparameterize_model, set_act_slope, slope_schedule
 from lvunet_edge.supervision import SideOutputs
@@ -171,12 +171,8 @@ def predict_logits(
     which moves logits by up to ~0.1 and would hide (or fake) a fused-vs-trained difference.
     """
     model.eval()
-    saved = torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
-    torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False
-    try:
+    with exact_float32():
         return _predict(model, images, device, contract, batch_size)
-    finally:
-        torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = saved
 
 
 def _predict(

@@ -11,7 +11,6 @@ looks valid.
 
 from __future__ import annotations
 
-import hashlib
 import os
 import tempfile
 import warnings
@@ -27,7 +26,7 @@ import onnx
 import onnxruntime as ort
 import torch
 from lvunet_runtime.contract import CONTRACT_VERSION, ModelContract
-from lvunet_runtime.data import find_pairs, is_image_file
+from lvunet_runtime.data import file_sha256, find_pairs, is_image_file
 from lvunet_runtime.errors import LVUNetRuntimeError
 from lvunet_runtime.evaluate import evaluate
 from lvunet_runtime.image import load_image
@@ -224,7 +223,7 @@ def contract_for_export(
         split=str(info.get("split", {}).get("source", "")),
         test_metrics={},
         validation_metrics=dict(info.get("metrics", {}).get("val", {})),
-        source_sha256=_sha256(checkpoint),
+        source_sha256=file_sha256(checkpoint),
         versions={
             "torch": torch.__version__,
             "onnx": onnx.__version__,
@@ -453,14 +452,6 @@ def _temporary_beside(out: Path) -> Iterator[Path]:
         yield tmp
     finally:
         tmp.unlink(missing_ok=True)
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def _verify_batch(folder: Path | None, contract: ModelContract, limit: int = 16) -> np.ndarray:

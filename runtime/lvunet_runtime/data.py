@@ -132,14 +132,19 @@ def read_mask(path: str | Path) -> tuple[np.ndarray, str]:
     return array > top // 2, f">{top // 2}"
 
 
-def content_hash(path: str | Path) -> str:
-    """The first 16 hex digits of the file's sha256: how a model's metadata names its training images
-    (identical files match; a re-encoded copy does not)."""
+def file_sha256(path: str | Path) -> str:
+    """The sha256 of a file's bytes (hex), read in 1 MiB chunks."""
     digest = hashlib.sha256()
     with open(path, "rb") as handle:
         for chunk in iter(lambda: handle.read(1 << 20), b""):
             digest.update(chunk)
-    return digest.hexdigest()[:16]
+    return digest.hexdigest()
+
+
+def content_hash(path: str | Path) -> str:
+    """The first 16 hex digits of the file's sha256: how a model's metadata names its training images
+    (identical files match; a re-encoded copy does not)."""
+    return file_sha256(path)[:16]
 
 
 def read_id_list(path: str | Path, what: str = "split file") -> list[str]:
