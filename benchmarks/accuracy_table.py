@@ -18,8 +18,9 @@ import torch
 from lvunet_runtime.contract import ModelContract
 from lvunet_runtime.data import find_pairs
 
-from lvunet_edge.data import load_dataset
-from lvunet_edge.train import TrainConfig, evaluate_trained_and_fused, training_contract
+from lvunet_edge.config import TrainConfig, training_contract
+from lvunet_edge.dataset import load_dataset
+from lvunet_edge.evaluation import evaluate_trained_and_fused
 
 # Paper Table I (ImageNet-pretrained encoder, 300 epochs, IoU/Dice pooled per batch of 8)
 PAPER = {"kvasir-seg": (0.8069, 0.8917), "cvc-clinicdb": (0.8514, 0.9183), "busi": (0.6489, 0.7785)}

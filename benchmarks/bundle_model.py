@@ -22,7 +22,8 @@ import tempfile
 from pathlib import Path
 
 from lvunet_runtime.image import load_image
-from lvunet_runtime.session import MODELS_DIR, Segmenter
+from lvunet_runtime.model_files import MODELS_DIR
+from lvunet_runtime.segmenter import Segmenter
 from migrate_bundled_models import record_provenance
 from PIL import Image
 

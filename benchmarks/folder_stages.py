@@ -14,9 +14,10 @@ import tempfile
 from pathlib import Path
 
 from lvunet_runtime.image import load_image
-from lvunet_runtime.infer import InferOptions, default_model_threads, infer
+from lvunet_runtime.infer import default_model_threads, infer
 from lvunet_runtime.outputs import encode_png
-from lvunet_runtime.session import Segmenter
+from lvunet_runtime.plan import InferOptions
+from lvunet_runtime.segmenter import Segmenter
 from lvunet_runtime.writer import write_atomic
 from video_stages import cpu_ms  # same folder: run as a script from the repository root
 

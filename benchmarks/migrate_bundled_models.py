@@ -28,7 +28,8 @@ from lvunet_export.export import ACCURACY_KEYS, embed_contract
 from lvunet_runtime.contract import CONTRACT_VERSION, ModelContract
 from lvunet_runtime.data import content_hash, find_pairs
 from lvunet_runtime.evaluate import evaluate
-from lvunet_runtime.session import MODELS_DIR, Segmenter
+from lvunet_runtime.model_files import MODELS_DIR
+from lvunet_runtime.segmenter import Segmenter
 
 RUNS = Path(__file__).parent / "results" / "gpu-h200-2026-11-26"
 MODELS = {  # bundled name: (run with its split.json, datasets it trained on); polyp: bundle_model.py

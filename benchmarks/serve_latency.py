@@ -25,10 +25,9 @@ import urllib.request
 from pathlib import Path
 
 import cv2
-
 from lvunet_runtime.image import load_image
 from lvunet_runtime.outputs import mask_png
-from lvunet_runtime.session import Segmenter
+from lvunet_runtime.segmenter import Segmenter
 
 SERVE = Path(sys.executable).with_name("lvunet-serve")
 
@@ -61,10 +60,17 @@ def main() -> None:
 
     with tempfile.TemporaryDirectory() as folder:
         path = Path(folder) / "frame.jpg"
-        cv2.imwrite(str(path), cv2.resize(cv2.imread(str(args.image)), (640, 480)), [cv2.IMWRITE_JPEG_QUALITY, 90])
+        cv2.imwrite(
+            str(path),
+            cv2.resize(cv2.imread(str(args.image)), (640, 480)),
+            [cv2.IMWRITE_JPEG_QUALITY, 90],
+        )
         data = path.read_bytes()
         process = subprocess.Popen(
-            [str(SERVE), "--port", "0"], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True
+            [str(SERVE), "--port", "0"],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+            text=True,
         )
         try:
             url = process.stdout.readline().split()[1]
@@ -78,7 +84,9 @@ def main() -> None:
                 response = connection.getresponse()
                 response.read()
                 assert response.status == 200
-                return (time.perf_counter() - start) * 1000, float(response.getheader("X-Inference-Ms"))
+                return (time.perf_counter() - start) * 1000, float(
+                    response.getheader("X-Inference-Ms")
+                )
 
             def local() -> float:  # the same work in this process: decode, model, mask PNG
                 start = time.perf_counter()
@@ -88,7 +96,12 @@ def main() -> None:
 
             for _ in range(10):
                 api("output=mask&store=false"), local()
-            rows = {"api mask (store=false)": [], "api json (stored)": [], "in process": [], "model": []}
+            rows = {
+                "api mask (store=false)": [],
+                "api json (stored)": [],
+                "in process": [],
+                "model": [],
+            }
             for _ in range(args.runs):  # interleaved
                 total, model = api("output=mask&store=false")
                 rows["api mask (store=false)"].append(total)

@@ -15,10 +15,9 @@ import tempfile
 from pathlib import Path
 
 import numpy as np
-
 from lvunet_runtime.data import find_pairs, read_id_list
 from lvunet_runtime.evaluate import evaluate
-from lvunet_runtime.session import Segmenter
+from lvunet_runtime.segmenter import Segmenter
 
 BUSI_TEST = Path(__file__).parent / "results" / "models" / "breast-ultrasound-eval-busi-test.json"
 
@@ -26,11 +25,23 @@ BUSI_TEST = Path(__file__).parent / "results" / "models" / "breast-ultrasound-ev
 def test_sets(data: Path, folder: Path) -> list[tuple[str, str, Path, Path]]:
     """(model, name, dataset folder, id file) for each test set of the model card."""
     busi = folder / "busi-test.txt"
-    busi.write_text("\n".join(r["id"] for r in json.loads(BUSI_TEST.read_text())["per_image"]) + "\n")
+    busi.write_text(
+        "\n".join(r["id"] for r in json.loads(BUSI_TEST.read_text())["per_image"]) + "\n"
+    )
     splits = data / "splits"
     return [
-        ("polyp", "Kvasir-SEG PraNet test", data / "kvasir-seg", splits / "pranet-kvasir-seg-test.txt"),
-        ("polyp", "CVC-ClinicDB PraNet test", data / "cvc-clinicdb", splits / "pranet-cvc-clinicdb-test.txt"),
+        (
+            "polyp",
+            "Kvasir-SEG PraNet test",
+            data / "kvasir-seg",
+            splits / "pranet-kvasir-seg-test.txt",
+        ),
+        (
+            "polyp",
+            "CVC-ClinicDB PraNet test",
+            data / "cvc-clinicdb",
+            splits / "pranet-cvc-clinicdb-test.txt",
+        ),
         ("breast-ultrasound", "BUSI test (20%)", data / "busi", busi),
     ]
 
@@ -65,14 +76,21 @@ def main() -> None:
                         "dice": round(result["dice"], 4),
                         "iou": round(result["iou"], 4),
                         "dice_change": round(float(dice.mean()), 4),
-                        "dice_change_95ci": [round(v, 4) for v in bootstrap(dice)] if tta != "off" else None,
-                        "images_better_worse": [int((dice > 1e-4).sum()), int((dice < -1e-4).sum())],
+                        "dice_change_95ci": [round(v, 4) for v in bootstrap(dice)]
+                        if tta != "off"
+                        else None,
+                        "images_better_worse": [
+                            int((dice > 1e-4).sum()),
+                            int((dice < -1e-4).sum()),
+                        ],
                         "median_ms": round(result["median_ms"], 1),
                     }
                 )
                 print(json.dumps(rows[-1]))
     args.json.parent.mkdir(parents=True, exist_ok=True)
-    args.json.write_text(json.dumps({"command": "benchmarks/tta_effect.py", "rows": rows}, indent=1) + "\n")
+    args.json.write_text(
+        json.dumps({"command": "benchmarks/tta_effect.py", "rows": rows}, indent=1) + "\n"
+    )
 
 
 if __name__ == "__main__":

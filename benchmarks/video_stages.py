@@ -14,7 +14,7 @@ from pathlib import Path
 
 import cv2
 from lvunet_runtime.outputs import frame_stats, overlay
-from lvunet_runtime.session import Segmenter
+from lvunet_runtime.segmenter import Segmenter
 
 
 def cpu_ms(fn, items) -> tuple[list, float]:
@@ -28,7 +28,8 @@ def measure_pipeline(video: Path) -> float:
     """Frames/s of the real video path (overlapped pipeline, mp4v), as lvunet-infer runs it."""
     import tempfile
 
-    from lvunet_runtime.infer import InferOptions, default_model_threads, infer
+    from lvunet_runtime.infer import default_model_threads, infer
+    from lvunet_runtime.plan import InferOptions
 
     segmenter = Segmenter("polyp", threads=default_model_threads())
     with tempfile.TemporaryDirectory() as out:

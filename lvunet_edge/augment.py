@@ -17,12 +17,13 @@ import torch
 import torch.nn.functional as F
 from lvunet_runtime.contract import ModelContract
 
-from lvunet_edge.data import normalise
-
-RECIPES = ("basic", "strong")
+from lvunet_edge.dataset import normalise
 
 
-def _uniform(generator: torch.Generator, n: int, low: float, high: float, *shape: int) -> torch.Tensor:
+
+def _uniform(
+    generator: torch.Generator, n: int, low: float, high: float, *shape: int
+) -> torch.Tensor:
     return low + (high - low) * torch.rand((n, *shape), generator=generator)
 
 
@@ -52,7 +53,9 @@ def photometric(pixels: torch.Tensor, generator: torch.Generator) -> torch.Tenso
     out = pixels * brightness
     mean = out.mean(dim=(1, 2, 3), keepdim=True)
     out = (out - mean) * contrast + mean
-    grey = (out * torch.tensor([0.299, 0.587, 0.114], device=device).view(1, 3, 1, 1)).sum(1, keepdim=True)
+    grey = (out * torch.tensor([0.299, 0.587, 0.114], device=device).view(1, 3, 1, 1)).sum(
+        1, keepdim=True
+    )
     out = (grey + (out - grey) * saturation) * gain
     return out.clamp(0, 255)
 
@@ -72,7 +75,9 @@ def highlights(pixels: torch.Tensor, generator: torch.Generator, p: float = 0.3)
         for b in range(int(blobs[i])):
             cy, cx = float(centres[i, b, 0]) * height, float(centres[i, b, 1]) * width
             r = float(radii[i, b])
-            light = torch.maximum(light, torch.exp(-((ys - cy) ** 2 + (xs - cx) ** 2) / (2 * r * r)))
+            light = torch.maximum(
+                light, torch.exp(-((ys - cy) ** 2 + (xs - cx) ** 2) / (2 * r * r))
+            )
         out[i] = out[i] + (255 - out[i]) * light
     return out
 
@@ -91,8 +96,12 @@ def affine(
     ).to(pixels.device, pixels.dtype)
     grid = F.affine_grid(theta, list(pixels.shape), align_corners=False)
     moved = F.grid_sample(pixels, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
-    moved_masks = F.grid_sample(masks, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
-    hard = (moved_masks[:, :1] > 0.5).to(masks.dtype)  # channel 0 is the mask; more are soft targets
+    moved_masks = F.grid_sample(
+        masks, grid, mode="bilinear", padding_mode="zeros", align_corners=False
+    )
+    hard = (moved_masks[:, :1] > 0.5).to(
+        masks.dtype
+    )  # channel 0 is the mask; more are soft targets
     return moved, torch.cat([hard, moved_masks[:, 1:]], 1)
 
 
@@ -140,7 +149,12 @@ def multi_scale(
     pick = sizes[int(torch.randint(len(sizes), (1,), generator=generator))]
     if pick == size:
         return inputs, masks
-    options = {"size": (pick, pick), "mode": "bilinear", "align_corners": False, "antialias": pick < size}
+    options = {
+        "size": (pick, pick),
+        "mode": "bilinear",
+        "align_corners": False,
+        "antialias": pick < size,
+    }
     moved = F.interpolate(masks, **options)
     hard = (moved[:, :1] > 0.5).to(masks.dtype)
     return F.interpolate(inputs, **options), torch.cat([hard, moved[:, 1:]], 1)

@@ -7,11 +7,12 @@ so a checkpoint handed over by someone else cannot run code on load.
 from __future__ import annotations
 
 import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import torch
+from lvunet_runtime.errors import first_line
+from lvunet_runtime.writer import atomic_file
 
 from lvunet_edge.errors import CheckpointError, LVUNetError
 from lvunet_edge.model import LVUNet, LVUNetConfig, build_model
@@ -22,22 +23,13 @@ CHECKPOINT_VERSION = 1
 
 
 def atomic_torch_save(obj: Any, path: str | Path) -> None:
-    """``torch.save`` to a temporary file beside ``path``, then rename: never a half-written file."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as handle:
+    """``torch.save`` through the runtime's one atomic writer: never a half-written file, the usual
+    permissions, data on disk (fsync) before the rename."""
+    with atomic_file(Path(path)) as tmp:
+        with open(tmp, "wb") as handle:
             torch.save(obj, handle)
             handle.flush()
             os.fsync(handle.fileno())
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; give the file the usual permissions
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def save_checkpoint(path: str | Path, model: LVUNet, **info: Any) -> None:
@@ -74,10 +66,10 @@ def read_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     try:
         payload = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as exc:  # torch.load raises many types for bad bytes; all mean unreadable
-        first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        reason = first_line(exc)
         raise CheckpointError(
             f"{path} is not a readable PyTorch checkpoint (truncated, corrupt, or not a checkpoint "
-            f"saved with plain data): {first_line}"
+            f"saved with plain data): {reason}"
         ) from exc
     if not isinstance(payload, dict) or payload.get("format") != CHECKPOINT_FORMAT:
         raise CheckpointError(
@@ -107,8 +99,8 @@ def load_checkpoint(
         model = build_model(config, deploy=bool(payload["fused"]))
         model.load_state_dict(payload["state_dict"], strict=True)
     except (LVUNetError, KeyError, RuntimeError, TypeError) as exc:
-        first_line = str(exc).strip().splitlines()[0]
-        raise CheckpointError(f"{path} does not match its LV-UNet config: {first_line}") from exc
+        reason = first_line(exc)
+        raise CheckpointError(f"{path} does not match its LV-UNet config: {reason}") from exc
     model.to(map_location).eval()
     info = {k: v for k, v in payload.items() if k != "state_dict"}
     return model, info

@@ -72,7 +72,7 @@ def soft_targets(
 ) -> torch.Tensor:
     """Teacher probabilities (N, H, W) as uint8 0-255 for uint8 (N, H, W, 3) images on its device:
     sigmoid of the mean logit over the four flipped views, in eval mode and true float32."""
-    from lvunet_edge.data import to_input
+    from lvunet_edge.dataset import to_input
 
     teacher.eval()
     out = []

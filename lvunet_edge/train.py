@@ -1,7 +1,7 @@
-"""Training and evaluation (paper section V.B): 0.5 BCE + Dice, Adam 1e-3, cosine to 1e-6, batch 8,
+"""The training loop (paper section V.B): 0.5 BCE + Dice, Adam 1e-3, cosine to 1e-6, batch 8,
 deep training with the LeakyReLU slope reaching exactly 1.0 so the final model fuses exactly.
 
-Data are decoded once into memory (``data.load_dataset``) and augmented on the training device with
+Data are decoded once into memory (``dataset.load_dataset``) and augmented on the training device with
 random 90-degree rotations and flips, so an epoch is bound by the model, not by JPEG decoding. Under
 ``torchrun`` the same command trains with DistributedDataParallel (rank 0 writes checkpoints and logs).
 """
@@ -11,27 +11,22 @@ from __future__ import annotations
 import json
 import os
 import time
-from dataclasses import asdict, dataclass, field, fields, replace
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 import torch.distributed as dist
 from lvunet_runtime.contract import ModelContract
 from lvunet_runtime.data import find_pairs
-from lvunet_runtime.metrics import confusion_counts, summarize
+from lvunet_runtime.errors import first_line
 from torch import nn
 from tqdm import tqdm
 
-from lvunet_edge.augment import RECIPES, augment_batch, multi_scale
-from lvunet_edge.checkpoint import (
-    atomic_torch_save,
-    load_checkpoint,
-    read_checkpoint,
-    save_checkpoint,
-)
-from lvunet_edge.data import ArrayDataset, load_dataset, make_split, to_input, write_split
+from lvunet_edge.augment import augment_batch, multi_scale
+from lvunet_edge.checkpoint import read_checkpoint, save_checkpoint
+from lvunet_edge.config import TrainConfig, training_contract, training_recipe
+from lvunet_edge.dataset import ArrayDataset, load_dataset, make_split, write_split
 from lvunet_edge.distill import (
     check_unchanged,
     distill_loss,
@@ -40,110 +35,19 @@ from lvunet_edge.distill import (
     soft_targets,
 )
 from lvunet_edge.errors import CheckpointError, DataError, LVUNetError
+from lvunet_edge.evaluation import (
+    evaluate_counts,
+    evaluate_trained_and_fused,
+    masks_of,
+    record_test_metrics,
+)
 from lvunet_edge.losses import bce_dice_loss
-from lvunet_edge.model import LVUNet, LVUNetConfig, build_model, exact_float32
+from lvunet_edge.model import LVUNet, build_model
 from lvunet_edge.pretrained import load_mobilenet_v3_weights
-from lvunet_edge.reparam import reparameterize_model, set_act_slope, slope_schedule
+from lvunet_edge.reparam import set_act_slope, slope_schedule
 from lvunet_edge.supervision import SideOutputs
 
-FUSED_TOLERANCE = 0.001  # trained and fused test metrics must agree to this
 RUN_FILES = ("split.json", "log.jsonl", "train.log", "best.pt", "metrics.json")  # and last.pt
-
-
-@dataclass(frozen=True)
-class TrainConfig:
-    """Everything a training run needs; stored in every checkpoint (``--resume`` reuses it).
-
-    ``deep_epochs`` None means 90% of the epochs (at most ``epochs - 1``, so at least one epoch trains
-    at slope 1 and the best checkpoint can be chosen among fusible epochs).
-    """
-
-    data: str
-    out: str = "runs/lvunet"
-    image_size: int = 256
-    epochs: int = 300
-    deep_epochs: int | None = None
-    schedule: str = "cosine"
-    batch_size: int = 8
-    lr: float = 1e-3
-    min_lr: float = 1e-6
-    seed: int = 42
-    device: str = "auto"
-    workers: int = 4
-    amp: bool = True
-    pretrained: str | None = None
-    split_file: str | None = None
-    val_file: str | None = None
-    combination: str = "II"
-    act_num: int = 1
-    skip: str = "add"
-    augment: str = "basic"
-    ema: float = 0.0
-    deep_supervision: float = 0.0
-    multi_scale: bool = False
-    distill: str | None = None  # teacher checkpoint (self-distillation, lvunet_edge/distill.py)
-    distill_weight: float = 0.5
-    distill_sha256: str | None = None  # the teacher file's hash, recorded when the run starts
-
-    def __post_init__(self) -> None:
-        if self.augment not in RECIPES:
-            raise LVUNetError(f"augment must be one of {', '.join(RECIPES)}, not {self.augment!r}")
-        if not 0.0 <= self.deep_supervision <= 1.0:
-            raise LVUNetError(
-                "deep_supervision must be 0 (off) up to 1, the weight of the side outputs' loss, "
-                f"not {self.deep_supervision}"
-            )
-        if self.distill is not None and not 0.0 < self.distill_weight <= 1.0:
-            raise LVUNetError(
-                "distill_weight must be above 0 and at most 1 (the soft targets' share of the loss), "
-                f"not {self.distill_weight}"
-            )
-        if not 0.0 <= self.ema < 1.0:
-            raise LVUNetError(
-                f"ema must be 0 (off) or a decay below 1 such as 0.999, not {self.ema}"
-            )
-        for name in ("batch_size", "workers"):
-            if getattr(self, name) < 1:
-                raise LVUNetError(
-                    f"{name.replace('_', '-')} must be at least 1, not {getattr(self, name)}"
-                )
-        if not (self.lr > 0 and self.min_lr >= 0):
-            raise LVUNetError(
-                f"lr must be positive and min-lr non-negative, not {self.lr} / {self.min_lr}"
-            )
-        if self.image_size < 128:
-            raise LVUNetError(
-                f"image_size must be a positive multiple of 128, not {self.image_size}"
-            )
-        if self.image_size == 128 and self.batch_size == 1:
-            raise LVUNetError(
-                "batch-size 1 at image-size 128 leaves BatchNorm one value per channel at the 1x1 "
-                "bottleneck; use --batch-size 2 or more, or --image-size 256"
-            )
-        if self.epochs < 1:
-            raise LVUNetError(f"epochs must be at least 1, not {self.epochs}")
-        if self.deep_epochs is not None and not 0 <= self.deep_epochs <= self.epochs - 1:
-            raise LVUNetError(
-                f"deep_epochs must be 0..epochs-1 ({self.epochs - 1}) so that at least one epoch "
-                f"trains at slope 1, not {self.deep_epochs}"
-            )
-        if self.image_size % 128:
-            raise LVUNetError(f"image_size must be a multiple of 128, not {self.image_size}")
-
-    @property
-    def effective_deep_epochs(self) -> int:
-        if self.deep_epochs is not None:
-            return self.deep_epochs
-        return min(round(0.9 * self.epochs), self.epochs - 1)
-
-    @property
-    def model_config(self) -> LVUNetConfig:
-        return LVUNetConfig(combination=self.combination, act_num=self.act_num, skip=self.skip)
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> TrainConfig:
-        names = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in data.items() if k in names})
 
 
 def resolve_device(name: str) -> torch.device:
@@ -155,74 +59,6 @@ def resolve_device(name: str) -> torch.device:
     if name not in ("cpu",) and not name.startswith("cuda"):
         raise LVUNetError(f"unknown device {name!r}; use auto, cpu or cuda")
     return torch.device(name)
-
-
-@torch.no_grad()
-def predict_logits(
-    model: nn.Module,
-    images: np.ndarray,
-    device: torch.device,
-    contract: ModelContract,
-    batch_size: int = 16,
-) -> np.ndarray:
-    """Logits (N, H, W) float32 for uint8 (N, H, W, 3) RGB images, in eval mode and true float32.
-
-    TF32 is switched off for the call: on Ampere and later GPUs cuDNN convolutions default to TF32,
-    which moves logits by up to ~0.1 and would hide (or fake) a fused-vs-trained difference.
-    """
-    model.eval()
-    with exact_float32():
-        return _predict(model, images, device, contract, batch_size)
-
-
-def _predict(
-    model: nn.Module,
-    images: np.ndarray,
-    device: torch.device,
-    contract: ModelContract,
-    batch_size: int,
-) -> np.ndarray:
-    out = []
-    for start in range(0, len(images), batch_size):
-        batch = torch.from_numpy(images[start : start + batch_size]).to(device)
-        out.append(model(to_input(batch, contract))[:, 0].float().cpu().numpy())
-    return np.concatenate(out) if out else np.zeros((0, *images.shape[1:3]), np.float32)
-
-
-RECIPE_KEYS = (
-    "epochs", "deep_epochs", "schedule", "batch_size", "lr", "min_lr", "image_size", "augment", "ema",
-    "deep_supervision", "pretrained", "combination", "act_num", "skip", "seed", "multi_scale",
-    "distill_weight", "distill_sha256",
-)  # fmt: skip
-DISTILL_KEYS = ("distill_weight", "distill_sha256")  # recorded only for a distilled run
-
-
-def training_recipe(train_config: dict[str, Any]) -> dict[str, Any]:
-    """How a run trained, for the model's metadata (contract v4): the settings that shape the weights.
-
-    ``pretrained`` becomes true/false (a local path says nothing to the model's users); ``deep_epochs``
-    the number actually used. Settings an older run did not record are left out.
-    """
-    recipe = {k: train_config[k] for k in RECIPE_KEYS if k in train_config}
-    if not train_config.get("distill"):
-        recipe = {k: v for k, v in recipe.items() if k not in DISTILL_KEYS}
-    if "pretrained" in recipe:
-        recipe["pretrained"] = bool(recipe["pretrained"])
-    epochs = recipe.get("epochs")
-    if isinstance(epochs, int) and epochs >= 1 and recipe.get("deep_epochs") is None:
-        recipe["deep_epochs"] = min(round(0.9 * epochs), epochs - 1)  # TrainConfig's default
-    return recipe
-
-
-def training_contract(config: TrainConfig) -> ModelContract:
-    """The preprocessing contract a run trains with; recorded in every checkpoint, exported as is."""
-    size = config.image_size
-    return ModelContract(
-        input_height=size,
-        input_width=size,
-        training_size=(size, size),
-        training_recipe=training_recipe(asdict(config)),
-    )
 
 
 @dataclass
@@ -288,7 +124,7 @@ class Run:
 
 
 def train(
-    config: TrainConfig,
+    config: TrainConfig | None,
     *,
     resume: str | Path | None = None,
     progress: bool = True,
@@ -297,7 +133,8 @@ def train(
     """Train, pick the best fusible epoch, evaluate trained and fused forms on the test split.
 
     ``stop_after`` ends this invocation after that many epochs (a long run split across sessions);
-    ``resume`` continues it exactly: model, optimizer, scheduler, slope, random state, epoch.
+    ``resume`` continues it exactly: model, optimizer, scheduler, slope, random state, epoch (its
+    stored config is used; ``config`` may be None).
 
     Writes into ``config.out``: ``split.json``, ``log.jsonl``, ``train.log``, ``last.pt``, ``best.pt``,
     ``metrics.json``. Returns the metrics dict (rank 0; other ranks return an empty dict).
@@ -432,7 +269,9 @@ def load_data(run: Run, state: dict[str, Any] | None) -> None:
             f"std {list(run.contract.std)}"
         )
     if config.distill:
-        attach_teacher(run, {dataset.hashes[i] for i in split["test"] if i in dataset.hashes}, state)
+        attach_teacher(
+            run, {dataset.hashes[i] for i in split["test"] if i in dataset.hashes}, state
+        )
 
 
 def attach_teacher(run: Run, test_hashes: set[str], state: dict[str, Any] | None) -> None:
@@ -501,7 +340,7 @@ def restore_state(run: Run, state: dict[str, Any]) -> None:
             run.side.load_state_dict(state["side"])
     except (RuntimeError, KeyError, ValueError, TypeError) as exc:
         raise CheckpointError(
-            f"{run.run_dir}/last.pt does not match its run's model or optimiser: {str(exc).splitlines()[0]}"
+            f"{run.run_dir}/last.pt does not match its run's model or optimiser: {first_line(exc)}"
         ) from None
     run.start_epoch, run.best = state["epoch"] + 1, state["best"]
     run.log(f"resuming {run.run_dir} at epoch {run.start_epoch} of {run.config.epochs}")
@@ -562,7 +401,7 @@ def train_epoch(run: Run, epoch: int, progress: bool) -> dict[str, float]:
             run.ema.update_parameters(run.model)
             set_act_slope(run.ema.module, slope)  # the slope is a buffer: never averaged
         with torch.no_grad():
-            pred, target = logits.detach() > 0, y > 0.5
+            pred, target = masks_of(logits.detach(), run.contract), y > 0.5
             tp_fp_fn += torch.stack(
                 [(pred & target).sum(), (pred & ~target).sum(), (~pred & target).sum()]
             ).float()
@@ -595,7 +434,7 @@ def end_of_epoch(run: Run, epoch: int, stats: dict[str, float], started: float) 
     train_time = time.perf_counter() - started
     val_set = run.sets["val"]
     val = (
-        _evaluate_counts(run.kept, val_set, run.device, run.contract)
+        evaluate_counts(run.kept, val_set, run.device, run.contract)
         if val_set.ids
         else {"iou": float("nan")}
     )
@@ -658,48 +497,3 @@ def final_test(run: Run) -> dict:
         f"Dice {metrics['fused']['dice']:.4f}; max |logit diff| {metrics['max_abs_logit_diff']:.2e}"
     )
     return metrics
-
-
-def record_test_metrics(checkpoint: Path, metrics: dict) -> None:
-    """Store the test metrics in the checkpoint itself, so the export can carry them into the ONNX file."""
-    payload = read_checkpoint(checkpoint)
-    payload["test_metrics"] = {
-        "trained": metrics["trained"],
-        "fused": metrics["fused"],
-        "max_abs_logit_diff": metrics["max_abs_logit_diff"],
-        "split_size": metrics["split_size"],
-    }
-    atomic_torch_save(payload, checkpoint)
-
-
-def _evaluate_counts(
-    model: nn.Module, dataset: ArrayDataset, device: torch.device, contract: ModelContract
-) -> dict[str, float]:
-    logits = predict_logits(model, dataset.images, device, contract)
-    return summarize(confusion_counts(logits > 0, dataset.masks))
-
-
-def evaluate_trained_and_fused(
-    checkpoint: str | Path, dataset: ArrayDataset, device: torch.device, contract: ModelContract
-) -> dict:
-    """Evaluate a training checkpoint as trained and after fusion on the same images.
-
-    Raises:
-        LVUNetError: the fused model's metrics differ from the trained model's by more than 0.001.
-    """
-    model, info = load_checkpoint(checkpoint, map_location=device)
-    result: dict[str, Any] = {"checkpoint": str(checkpoint), "split_size": len(dataset.ids)}
-    trained_logits = predict_logits(model, dataset.images, device, contract)
-    fused = reparameterize_model(model)
-    fused_logits = predict_logits(fused, dataset.images, device, contract)
-    result["trained"] = summarize(confusion_counts(trained_logits > 0, dataset.masks))
-    result["fused"] = summarize(confusion_counts(fused_logits > 0, dataset.masks))
-    diff = np.abs(trained_logits - fused_logits)
-    result["max_abs_logit_diff"] = float(diff.max()) if diff.size else 0.0
-    result["pixel_agreement"] = float(((trained_logits > 0) == (fused_logits > 0)).mean())
-    gap = max(abs(result["trained"][k] - result["fused"][k]) for k in ("iou", "dice"))
-    if gap > FUSED_TOLERANCE:
-        raise LVUNetError(
-            f"fused and trained test metrics differ by {gap:.4f} (> {FUSED_TOLERANCE})"
-        )
-    return result

@@ -15,20 +15,44 @@ def sample_dir() -> Path:
     return DATA
 
 
-@pytest.fixture(scope="session")
-def random_checkpoint(tmp_path_factory) -> Path:
-    """A training checkpoint of the default LV-UNet with random weights and BN statistics, slope 1."""
+def make_random_checkpoint(path: Path, **contract_changes) -> Path:
+    """A training checkpoint of the default LV-UNet with random weights, slope 1, calibrated on the
+    sample images so that its masks are neither empty nor full (see ``calibrate_random_model``):
+    asserted here, so no mask comparison made on it can pass by comparing two empty masks. Its contract
+    is the training default with ``contract_changes`` (e.g. another threshold)."""
     import torch
+    from lvunet_runtime import load_image
+    from lvunet_runtime.contract import ModelContract
+    from lvunet_runtime.processing import preprocess, sigmoid
 
     from lvunet_edge import build_model, save_checkpoint, set_act_slope
-    from tests.helpers import randomize_bn
+    from tests.helpers import calibrate_random_model, mask_statistics
 
     torch.manual_seed(0)
-    model = randomize_bn(build_model()).eval()
+    images = [load_image(p)[0] for p in sorted((DATA / "images").iterdir())]
+    model = build_model()
     set_act_slope(model, 1.0)
-    path = tmp_path_factory.mktemp("ckpt") / "best.pt"
-    save_checkpoint(path, model, metrics={"val": {"iou": 0.5}}, split={"source": "test"})
+    contract = ModelContract(**contract_changes)
+    calibrate_random_model(model, images, threshold=contract.threshold)
+    with torch.no_grad():
+        logits = model(torch.from_numpy(preprocess(images, contract)))[:, 0].numpy()
+    for probability in sigmoid(logits):
+        foreground, near = mask_statistics(probability, contract.threshold)
+        assert 0.05 < foreground < 0.95 and near >= 0.01, (foreground, near)
+    save_checkpoint(
+        path,
+        model,
+        metrics={"val": {"iou": 0.5}},
+        split={"source": "test"},
+        contract=contract.to_dict(),
+    )
     return path
+
+
+@pytest.fixture(scope="session")
+def random_checkpoint(tmp_path_factory) -> Path:
+    """See :func:`make_random_checkpoint` (contract threshold 0.5)."""
+    return make_random_checkpoint(tmp_path_factory.mktemp("ckpt") / "best.pt")
 
 
 @pytest.fixture(scope="session")
@@ -53,7 +77,7 @@ def trained_run(tmp_path_factory):
 
 def train_config(out, **overrides):
     """6 epochs x 4 steps at lr 3e-3: the loss falls clearly (about 6%) in about 2 s."""
-    from lvunet_edge.train import TrainConfig
+    from lvunet_edge.config import TrainConfig
 
     values = dict(
         data=str(DATA), out=str(out), image_size=128, epochs=6, batch_size=2, lr=3e-3, workers=2

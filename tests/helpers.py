@@ -153,6 +153,47 @@ def randomize_bn(model, seed: int = 0):
     return model
 
 
+def calibrate_random_model(model, images: list, logit_std: float = 0.4, threshold: float = 0.5):
+    """Make a random LV-UNet (slope 1) answer its inputs: BatchNorm statistics measured on ``images``
+    (a random net with made-up statistics gives nearly the same logit everywhere, so every mask would be
+    empty), then the head scaled to logits of std ``logit_std`` whose median is the logit of
+    ``threshold``, so about half of
+    every mask is foreground and many pixels lie near the threshold. (A larger spread amplifies float
+    rounding too: at std 1 ONNX Runtime and torch differ by 1.4e-4, over the export's 1e-4; at 0.4 by
+    about 5e-5.) In place; returns the model."""
+    import torch
+    from lvunet_runtime.contract import ModelContract
+    from lvunet_runtime.processing import preprocess
+    from torch import nn
+
+    x = torch.from_numpy(preprocess(images, ModelContract()))
+    norms = [m for m in model.modules() if isinstance(m, nn.BatchNorm2d)]
+    for norm in norms:
+        norm.reset_running_stats()
+        norm.momentum = None  # a plain average over the one calibration pass
+    model.train()
+    with torch.no_grad():
+        model(x)
+        for norm in norms:
+            norm.momentum = 0.1
+        model.eval()
+        logits = model(x)[:, 0]
+        scale = logit_std / logits.std()
+        model.head.weight.mul_(scale)
+        model.head.bias.mul_(scale)
+        centre = float(np.log(threshold / (1 - threshold)))  # the logit of the threshold
+        model.head.bias.sub_(model(x)[:, 0].median() - centre)
+    return model
+
+
+def mask_statistics(probabilities, threshold: float = 0.5) -> tuple[float, float]:
+    """(foreground fraction, fraction of pixels within 0.1 of ``threshold``) of probability maps."""
+    probabilities = np.asarray(probabilities)
+    return float((probabilities > threshold).mean()), float(
+        (np.abs(probabilities - threshold) < 0.1).mean()
+    )
+
+
 def edit_metadata(source: Path, target: Path, **changes) -> Path:
     """A copy of an ONNX file with metadata keys replaced (value None removes the key). Needs onnx."""
     import json
@@ -208,7 +249,7 @@ def cli(program: str, *args) -> CliResult:
     import io
 
     module, _, app = PROGRAMS[program]
-    from lvunet_runtime.cli import run_command
+    from lvunet_runtime.command import run_command
 
     stdout, stderr = io.StringIO(), io.StringIO()
     with contextlib.redirect_stdout(stdout), contextlib.redirect_stderr(stderr):
@@ -218,3 +259,13 @@ def cli(program: str, *args) -> CliResult:
             [str(a) for a in args],
         )
     return CliResult(code, stdout.getvalue(), stderr.getvalue())
+
+
+def assert_masks_equal_off_threshold(mask, expected, probability, threshold, tolerance=1e-4):
+    """Two masks equal on every pixel whose probability is more than ``tolerance`` from ``threshold``
+    (float rounding may flip only those), and the masks are not trivially equal (neither empty nor full)."""
+    mask, expected, probability = np.asarray(mask), np.asarray(expected), np.asarray(probability)
+    assert 0.01 < expected.mean() < 0.99, f"degenerate reference mask ({expected.mean():.3f} foreground)"
+    decided = np.abs(probability - threshold) > tolerance
+    differ = int((mask != expected)[decided].sum())
+    assert differ == 0, f"{differ} pixel(s) differ farther than {tolerance} from the threshold"

@@ -9,7 +9,7 @@ from lvunet_runtime.contract import ModelContract
 
 from lvunet_edge import load_checkpoint
 from lvunet_edge.augment import affine, augment_batch, blur, flips, highlights, photometric
-from lvunet_edge.data import normalise, to_input
+from lvunet_edge.dataset import normalise, to_input
 from lvunet_edge.errors import LVUNetError
 from lvunet_edge.train import train
 from tests.conftest import train_config
@@ -46,7 +46,9 @@ def test_photometric_highlights_blur_stay_in_range_and_change_pixels():
 
 def test_recipes_are_reproducible_and_basic_is_normalise_then_flips():
     contract = ModelContract(input_height=128, input_width=128)
-    images = (torch.rand((4, 64, 64, 3), generator=torch.Generator().manual_seed(0)) * 255).to(torch.uint8)
+    images = (torch.rand((4, 64, 64, 3), generator=torch.Generator().manual_seed(0)) * 255).to(
+        torch.uint8
+    )
     masks = _masks()
     a = augment_batch("strong", images, masks, contract, torch.Generator().manual_seed(5))
     b = augment_batch("strong", images, masks, contract, torch.Generator().manual_seed(5))
@@ -69,13 +71,21 @@ def test_strong_augmentation_with_ema_fuses_exactly_and_resumes_exactly(tmp_path
     best, info = load_checkpoint(out / "best.pt")
     assert info["slope"] == 1.0 and info["train_config"]["augment"] == "strong"
     last_state = torch.load(out / "last.pt", weights_only=True)
-    averaged = {k.removeprefix("module."): v for k, v in last_state["ema"].items() if k.startswith("module.")}
+    averaged = {
+        k.removeprefix("module."): v
+        for k, v in last_state["ema"].items()
+        if k.startswith("module.")
+    }
     raw = last_state["state_dict"]
     assert info["epoch"] == last_state["epoch"] == 5
-    assert all(torch.equal(best.state_dict()[k], averaged[k]) for k in averaged)  # best.pt is the average
+    assert all(
+        torch.equal(best.state_dict()[k], averaged[k]) for k in averaged
+    )  # best.pt is the average
     assert any(not torch.equal(raw[k], averaged[k]) for k in raw if raw[k].is_floating_point())
     resumed = tmp_path / "resumed"
-    assert train(train_config(resumed, augment="strong", ema=0.9), progress=False, stop_after=2) == {}
+    assert (
+        train(train_config(resumed, augment="strong", ema=0.9), progress=False, stop_after=2) == {}
+    )
     again = train(train_config(resumed, augment="strong", ema=0.9), resume=resumed, progress=False)
     assert again["trained"] == json.loads((out / "metrics.json").read_text())["trained"]
 
@@ -101,8 +111,12 @@ def test_multi_scale_draws_whole_batch_sizes_in_steps_of_128_and_keeps_soft_chan
         seen.add(size)
         assert x.shape == (2, 3, size, size) and t.shape == (2, 2, size, size)
         assert set(torch.unique(t[:, 0]).tolist()) <= {0.0, 1.0}
-        assert ((t[:, 1] > 0.35) == (t[:, 0] > 0.5)).float().mean() > 0.99  # moved alike, still soft
-        assert abs(t[:, 0].mean().item() - masks.mean().item()) < 0.01  # the same share of the image
+        assert (
+            (t[:, 1] > 0.35) == (t[:, 0] > 0.5)
+        ).float().mean() > 0.99  # moved alike, still soft
+        assert (
+            abs(t[:, 0].mean().item() - masks.mean().item()) < 0.01
+        )  # the same share of the image
     assert seen == {128, 256, 384}
     small = [
         multi_scale(inputs[:, :, :128, :128], targets[:, :, :128, :128], 128, generator)
@@ -124,7 +138,9 @@ def test_multi_scale_run_fuses_exactly_is_recorded_and_resumes_exactly(tmp_path)
     scaled_last = torch.load(out / "last.pt", weights_only=True)["state_dict"]
     plain_last = torch.load(plain / "last.pt", weights_only=True)["state_dict"]
     assert any(  # the other sizes changed what it learned
-        not torch.equal(scaled_last[k], plain_last[k]) for k in plain_last if plain_last[k].is_floating_point()
+        not torch.equal(scaled_last[k], plain_last[k])
+        for k in plain_last
+        if plain_last[k].is_floating_point()
     )
     resumed = tmp_path / "resumed"
     assert train(train_config(resumed, multi_scale=True), progress=False, stop_after=2) == {}

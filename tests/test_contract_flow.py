@@ -14,10 +14,10 @@ from lvunet_runtime import Segmenter, load_image
 from lvunet_runtime.contract import ModelContract
 from lvunet_runtime.data import find_pairs
 from lvunet_runtime.evaluate import evaluate
-from lvunet_runtime.session import MODELS_DIR
+from lvunet_runtime.model_files import MODELS_DIR
 from onnx import helper
 
-from lvunet_edge.data import load_dataset, to_input
+from lvunet_edge.dataset import load_dataset, to_input
 from tests.helpers import (
     BUSI_IMAGE,
     DATA,
@@ -98,8 +98,12 @@ def test_checkpoint_records_its_contract_and_export_follows_it(trained_run, tmp_
     assert [d.dim_value for d in graph_input][1:] == [3, 128, 128]
     # How it trained travels with it (contract v4): the run's settings, as lvunet-train recorded them.
     recipe, config = contract.training_recipe, checkpoint["train_config"]
-    assert recipe == recorded.training_recipe and recipe["augment"] == "basic" and recipe["ema"] == 0.0
-    assert recipe["epochs"] == config["epochs"] == 6 and recipe["batch_size"] == config["batch_size"]
+    assert (
+        recipe == recorded.training_recipe and recipe["augment"] == "basic" and recipe["ema"] == 0.0
+    )
+    assert (
+        recipe["epochs"] == config["epochs"] == 6 and recipe["batch_size"] == config["batch_size"]
+    )
     assert recipe["deep_epochs"] == 5 and recipe["pretrained"] is False
     # The accuracy in the file is measured on the file: it equals lvunet-eval on the same split.
     split = json.loads((run_dir / "split.json").read_text())
@@ -133,7 +137,9 @@ def test_old_checkpoint_without_contract_still_exports(trained_run, tmp_path):
     report = export_onnx(old, tmp_path / "m.onnx", simplify=False)
     assert report.input_size == (128, 128)  # from its train_config
     assert any("predates recorded contracts" in note for note in report.notes)
-    assert Segmenter(tmp_path / "m.onnx").contract.training_recipe["epochs"] == 6  # from train_config
+    assert (
+        Segmenter(tmp_path / "m.onnx").contract.training_recipe["epochs"] == 6
+    )  # from train_config
 
 
 def test_accuracy_needs_the_data(trained_run, tmp_path):

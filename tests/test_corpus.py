@@ -343,14 +343,14 @@ CASES = [
         "O threshold 1.5",
         INFER,
         1,
-        "threshold must be between 0 and 1",
+        "threshold must be a number strictly between 0 and 1",
         lambda t, f: [_image(t), "--threshold", "1.5"],
     ),
     Case(
         "O threshold 0",
         INFER,
         1,
-        "threshold must be between 0 and 1",
+        "threshold must be a number strictly between 0 and 1",
         lambda t, f: [_image(t), "--threshold", "0"],
     ),
     Case(

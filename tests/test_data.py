@@ -9,7 +9,7 @@ from lvunet_runtime.data import find_pairs
 from lvunet_runtime.errors import DataError
 from PIL import Image
 
-from lvunet_edge.data import load_dataset, make_split, random_split
+from lvunet_edge.dataset import load_dataset, make_split, random_split
 from tests.helpers import box_mask, write_pair
 
 CONTRACT_128 = ModelContract(input_height=128, input_width=128)

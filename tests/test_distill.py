@@ -12,7 +12,7 @@ from lvunet_runtime.contract import ModelContract
 
 from lvunet_edge import load_checkpoint
 from lvunet_edge.augment import augment_batch
-from lvunet_edge.data import to_input
+from lvunet_edge.dataset import to_input
 from lvunet_edge.distill import file_sha256, soft_targets
 from lvunet_edge.errors import CheckpointError, LVUNetError
 from lvunet_edge.train import train

@@ -14,8 +14,9 @@ from lvunet_runtime.data import find_pairs
 from lvunet_runtime.metrics import confusion_counts, summarize
 
 from lvunet_edge import load_checkpoint
-from lvunet_edge.data import load_dataset
-from lvunet_edge.train import predict_logits, train
+from lvunet_edge.dataset import load_dataset
+from lvunet_edge.evaluation import predict_logits
+from lvunet_edge.train import train
 from tests.conftest import train_config as _config
 from tests.helpers import DATA, ROOT
 
@@ -173,7 +174,7 @@ def test_every_train_option_reaches_the_config():
     from dataclasses import fields
 
     from lvunet_edge.cli import config_from_options, train_command
-    from lvunet_edge.train import TrainConfig
+    from lvunet_edge.config import TrainConfig
 
     controls = {"resume", "progress", "stop_after", "version"}
     options = set(inspect.signature(train_command).parameters) - controls

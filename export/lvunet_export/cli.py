@@ -6,7 +6,7 @@ import sys
 from pathlib import Path
 
 import typer
-from lvunet_runtime.cli import EXIT_CODES_HELP, run_command, version_option
+from lvunet_runtime.command import EXIT_CODES_HELP, run_command, version_option
 
 app = typer.Typer(
     add_completion=False,
@@ -39,29 +39,23 @@ def export_command(
     version: bool = version_option("lvunet-export", "lvunet_export"),
 ) -> None:
     """Export CKPT to OUT and prove that ONNX Runtime computes what the trained model computes."""
-    from lvunet_runtime.errors import LVUNetRuntimeError
-
     from lvunet_export.export import export_onnx
 
-    try:
-        report = export_onnx(
-            ckpt,
-            out,
-            opset=opset,
-            image_size=image_size,
-            dynamic_batch=dynamic_batch,
-            precision=precision,
-            calib=calib,
-            simplify=simplify,
-            verify_images=verify_images,
-            label=label,
-            dataset=dataset,
-            data=data,
-            overwrite=overwrite,
-        )
-    except LVUNetRuntimeError as exc:
-        typer.echo(f"lvunet-export: error: {str(exc).splitlines()[0]}", err=True)
-        raise typer.Exit(1) from None
+    report = export_onnx(
+        ckpt,
+        out,
+        opset=opset,
+        image_size=image_size,
+        dynamic_batch=dynamic_batch,
+        precision=precision,
+        calib=calib,
+        simplify=simplify,
+        verify_images=verify_images,
+        label=label,
+        dataset=dataset,
+        data=data,
+        overwrite=overwrite,
+    )
     for step in report.steps:
         typer.echo(f"  - {step}")
     height, width = report.input_size

@@ -30,7 +30,7 @@ __all__ = [
 def __getattr__(name: str):
     # Lazy: `import lvunet_runtime` stays cheap (no onnxruntime or OpenCV until they are used).
     if name == "Segmenter":
-        from lvunet_runtime.session import Segmenter
+        from lvunet_runtime.segmenter import Segmenter
 
         return Segmenter
     if name == "load_image":

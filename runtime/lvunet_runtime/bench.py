@@ -114,7 +114,7 @@ def bench_one(
     nodes each provider ran, and mask agreement with the CPU provider in fp32."""
     import numpy as np
 
-    from lvunet_runtime.session import Segmenter
+    from lvunet_runtime.segmenter import Segmenter
 
     name, precision = split_spec(provider)
     start = time.perf_counter()
@@ -190,8 +190,9 @@ def _in_subprocess(
 
 def end_to_end(model: str, folder: Path, threads: int | None, batch: int) -> dict:
     """Whole images: file to written mask with lvunet-infer's pipeline, in this process."""
-    from lvunet_runtime.infer import InferOptions, infer
-    from lvunet_runtime.session import Segmenter
+    from lvunet_runtime.infer import infer
+    from lvunet_runtime.plan import InferOptions
+    from lvunet_runtime.segmenter import Segmenter
 
     segmenter = Segmenter(model, threads=threads)
     with tempfile.TemporaryDirectory() as out:
@@ -296,7 +297,8 @@ def plan_benchmark(
     Raises:
         LVUNetRuntimeError: a bad option, model or folder, as one line saying what to fix.
     """
-    from lvunet_runtime.session import Segmenter, resolve_model
+    from lvunet_runtime.model_files import resolve_model
+    from lvunet_runtime.segmenter import Segmenter
 
     names, thread_list, batches = parse_options(providers, threads, batch_sizes)
     if runs < 1 or warmup < 0:
@@ -325,7 +327,7 @@ def plan_benchmark(
 
 def run_benchmark(plan: BenchPlan, advance=lambda: None) -> dict:
     """Every (provider, threads, batch) combination in its own process; the report as a dict."""
-    from lvunet_runtime.session import INSTALL_HINTS, PROVIDER_ALIASES
+    from lvunet_runtime.providers import INSTALL_HINTS, PROVIDER_ALIASES
 
     results = []
     for provider in plan.providers:

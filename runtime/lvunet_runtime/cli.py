@@ -1,122 +1,26 @@
 """Console entry points: ``lvunet-infer``, ``lvunet-eval``, ``lvunet-bench``. Thin: parse, call, print.
 
-Exit codes (every command of the project, through :func:`run_command`): 0 done; 1 refused, with one line
-saying what to fix (bad input, model, option or output); 2 partly done (some inputs skipped, or a fault
-such as a full disk stopped the run: what was written stays, the line says what was not); 3 internal
-error (one line naming a log file that holds the traceback, or the traceback itself with ``--debug``);
-130 interrupted. Process-wide settings (OpenCV/FFmpeg logging, Pillow's pixel limit, which
-``--max-pixels`` replaces) are made here, in the entry points, never on import of the library.
+Errors are raised, never printed here: :func:`lvunet_runtime.command.run_command` turns them into one
+line and the exit code (listed in ``EXIT_CODES_HELP``).
 """
 
 from __future__ import annotations
 
 import json
-import os
 import sys
-import tempfile
-import time
-import traceback
 from pathlib import Path
 
 import typer
 
+from lvunet_runtime.command import EXIT_CODES_HELP, EXIT_PARTIAL, run_command, version_option
+from lvunet_runtime.console import quiet_onnxruntime
 from lvunet_runtime.errors import LVUNetRuntimeError
-
-EXIT_DONE, EXIT_REFUSED, EXIT_PARTIAL, EXIT_INTERNAL, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
-EXIT_CODES_HELP = (
-    "Exit codes: 0 done; 1 refused (one line says what to fix); 2 partly done (the line says what was "
-    "not); 3 internal error (one line names a log file with the traceback; --debug prints it); "
-    "130 interrupted."
-)
-
-
-def configure_process() -> None:
-    """Settings a command-line run wants and a library import must not make."""
-    # Keep FFmpeg's own console chatter (e.g. "moov atom not found") out of our one-line errors.
-    os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")
-    os.environ.setdefault("OPENCV_LOG_LEVEL", "ERROR")
-    from PIL import Image
-
-    Image.MAX_IMAGE_PIXELS = None  # load_image checks --max-pixels itself, with a message
-
-
-def _internal_error(program: str, exc: BaseException, debug: bool) -> int:
-    """Exit 3 with one line; the traceback goes to a log file (never into the user's --out)."""
-    text = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
-    if debug:
-        sys.stderr.write(text)
-        return EXIT_INTERNAL
-    folder = Path(tempfile.gettempdir()) / "lvunet-logs"
-    log = folder / f"{program}-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}.log"
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-        log.write_text(f"{program} {' '.join(sys.argv[1:])}\n{text}")
-        where = f"traceback in {log}"
-    except OSError:
-        where = "no log could be written; rerun with --debug"
-    first = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else ""
-    typer.echo(
-        f"{program}: internal error: {type(exc).__name__}: {first} ({where}; please report it)",
-        err=True,
-    )
-    return EXIT_INTERNAL
-
-
-def run_command(app: typer.Typer, program: str, argv: list[str] | None = None) -> int:
-    """Run a typer app as one of our commands and return its exit code (see the module docstring).
-
-    Usage errors (unknown option, bad value) are refusals: one line, exit 1. ``--debug`` (any
-    position) shows the traceback of an internal error instead of logging it.
-    """
-    args = list(sys.argv[1:] if argv is None else argv)
-    debug = "--debug" in args
-    args = [a for a in args if a != "--debug"]
-    configure_process()
-    try:
-        code = app(args=args, prog_name=program, standalone_mode=False)
-    except LVUNetRuntimeError as exc:
-        typer.echo(f"{program}: error: {_first_line(exc)}", err=True)
-        return EXIT_REFUSED
-    except KeyboardInterrupt:
-        typer.echo(f"{program}: interrupted; outputs written so far are complete", err=True)
-        return EXIT_INTERRUPTED
-    except OSError as exc:
-        where = f": {exc.filename}" if exc.filename else ""
-        typer.echo(f"{program}: error: {exc.strerror or exc}{where}", err=True)
-        return EXIT_PARTIAL
-    except Exception as exc:
-        if hasattr(exc, "format_message") and hasattr(exc, "exit_code"):  # click's usage errors
-            typer.echo(f"{program}: error: {exc.format_message()} (see {program} --help)", err=True)
-            return EXIT_REFUSED
-        return _internal_error(program, exc, debug)
-    return EXIT_DONE if code is None else int(code)
-
-
-def version_option(program: str, package: str = "lvunet_runtime"):
-    """A ``--version`` option for ``program`` that prints its version (and ONNX Runtime's) and exits."""
-
-    def show(value: bool) -> None:
-        if value:
-            import importlib
-
-            version = importlib.import_module(package).__version__
-            try:
-                from importlib.metadata import version as installed
-
-                ort = f"; onnxruntime {installed('onnxruntime')}"
-            except Exception:  # noqa: BLE001 - a missing or odd distribution only shortens the line
-                ort = ""
-            typer.echo(f"{program} {version} (Python {sys.version.split()[0]}{ort})")
-            raise typer.Exit(EXIT_DONE)
-
-    return typer.Option(
-        False, "--version", callback=show, is_eager=True, help="Print the version and exit."
-    )
 
 
 def list_models() -> list[str]:
     """One line per bundled model: input size, training data and the accuracy measured on the file."""
-    from lvunet_runtime.session import Segmenter, bundled_models
+    from lvunet_runtime.model_files import bundled_models
+    from lvunet_runtime.segmenter import Segmenter
 
     lines = []
     for name in bundled_models():
@@ -134,25 +38,8 @@ def list_models() -> list[str]:
     return lines
 
 
-def _first_line(exc: BaseException) -> str:
-    return str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-
-
-def _fail(program: str, exc: Exception) -> None:
-    typer.echo(f"{program}: error: {_first_line(exc)}", err=True)
-    raise typer.Exit(EXIT_REFUSED)
-
-
 def _providers(value: str | None) -> list[str] | None:
     return [p for p in value.split(",") if p.strip()] if value else None
-
-
-def quiet_onnxruntime() -> None:
-    """ONNX Runtime's own log lines (e.g. a provider that fails to start) off the console: our one-line
-    errors say what happened. Called by the commands, never on import."""
-    import onnxruntime as ort
-
-    ort.set_default_logger_severity(3)
 
 
 TTA_HELP = (
@@ -261,8 +148,10 @@ def infer_command(
     ),
 ) -> None:
     """Segment images, folders and videos with an LV-UNet ONNX model."""
-    from lvunet_runtime.infer import InferOptions, infer, run_camera
-    from lvunet_runtime.session import Segmenter
+    from lvunet_runtime.infer import infer
+    from lvunet_runtime.live import run_camera
+    from lvunet_runtime.plan import InferOptions
+    from lvunet_runtime.segmenter import Segmenter
 
     if models:
         typer.echo("\n".join(list_models()))
@@ -271,46 +160,40 @@ def infer_command(
         _merge_command(out)
         return
     inputs = inputs or []
-    try:
-        _check_infer_request(inputs, camera, input_list, num_parts, part_id, video_codec)
-        quiet_onnxruntime()
-        segmenter = Segmenter(
-            model,
-            providers=_providers(provider),
-            threads=threads
-            if threads is not None
-            else _pipeline_threads(inputs, camera, input_list),
-            threshold=threshold,
-            device=device,
-            precision=precision,
-            tta=tta,
-        )
-        if camera is not None:
-            typer.echo(run_camera(segmenter, camera, show, max_frames).line())
-            return
-        options = InferOptions(
-            out=out,
-            overlay=overlay,
-            prob=prob,
-            json=json_out,
-            overwrite=overwrite,
-            recursive=recursive,
-            batch_size=batch_size,
-            keep_largest=keep_largest,
-            max_pixels=max_pixels,
-            progress=progress and sys.stderr.isatty(),
-            video_codec=video_codec,
-            num_parts=num_parts,
-            part_id=part_id,
-            input_list=input_list,
-            ray=ray,
-            ray_address=ray_address,
-            ray_actors=ray_actors,
-            providers=_providers(provider),
-        )
-        summary = infer(inputs, segmenter, options)
-    except LVUNetRuntimeError as exc:
-        _fail("lvunet-infer", exc)
+    _check_infer_request(inputs, camera, input_list, num_parts, part_id, video_codec)
+    quiet_onnxruntime()
+    segmenter = Segmenter(
+        model,
+        providers=_providers(provider),
+        threads=threads if threads is not None else _pipeline_threads(inputs, camera, input_list),
+        threshold=threshold,
+        device=device,
+        precision=precision,
+        tta=tta,
+    )
+    if camera is not None:
+        typer.echo(run_camera(segmenter, camera, show, max_frames).line())
+        return
+    options = InferOptions(
+        out=out,
+        overlay=overlay,
+        prob=prob,
+        json=json_out,
+        overwrite=overwrite,
+        recursive=recursive,
+        batch_size=batch_size,
+        keep_largest=keep_largest,
+        max_pixels=max_pixels,
+        progress=progress and sys.stderr.isatty(),
+        video_codec=video_codec,
+        num_parts=num_parts,
+        part_id=part_id,
+        input_list=input_list,
+        ray=ray,
+        ray_address=ray_address,
+        ray_actors=ray_actors,
+    )
+    summary = infer(inputs, segmenter, options)
     _report_run(summary, out)
 
 
@@ -323,7 +206,7 @@ def _check_infer_request(
     video_codec: str,
 ) -> None:
     """The options that typer's types cannot check alone."""
-    from lvunet_runtime.infer import VIDEO_CODECS
+    from lvunet_runtime.video import VIDEO_CODECS
 
     if part_id >= num_parts:
         raise LVUNetRuntimeError(f"--part-id must be 0..{num_parts - 1}, not {part_id}")
@@ -358,7 +241,7 @@ def _report_run(summary, out: Path) -> None:
     """One line per skipped input, the summary line, the stop reason; exit 1, 2 or 0."""
     attempted = summary.processed + summary.skipped_existing + summary.videos + len(summary.failed)
     if summary.failed and attempted == 1 and not summary.stopped:
-        _fail("lvunet-infer", LVUNetRuntimeError(summary.failed[0]["error"]))
+        raise LVUNetRuntimeError(summary.failed[0]["error"])
     for failure in summary.failed:
         typer.echo(f"lvunet-infer: skipped: {failure['error']}", err=True)
     typer.echo(f"{summary.line()} -> {out} [{_provider_line(summary)}]")
@@ -392,12 +275,9 @@ def _provider_line(summary) -> str:
 
 def _merge_command(out: Path) -> None:
     """``lvunet-infer --merge --out OUT``: one summary for the parts of a sharded job."""
-    from lvunet_runtime.infer import merge_parts
+    from lvunet_runtime.records import merge_parts
 
-    try:
-        merged = merge_parts(out)
-    except LVUNetRuntimeError as exc:
-        _fail("lvunet-infer", exc)
+    merged = merge_parts(out)
     typer.echo(f"merged: {merged.line()} -> {out / 'summary.json'}")
     if merged.stopped:
         typer.echo(f"lvunet-infer: error: {merged.stopped}", err=True)
@@ -433,26 +313,23 @@ def eval_command(
     from lvunet_runtime.data import find_pairs, read_id_list
     from lvunet_runtime.evaluate import evaluate
     from lvunet_runtime.progress import Meter
-    from lvunet_runtime.session import Segmenter
+    from lvunet_runtime.segmenter import Segmenter
 
-    try:
-        _check_report_file(json_out, overwrite)
-        ids = None if split_file is None else read_id_list(split_file)
-        pairs = find_pairs(data, ids)
-        quiet_onnxruntime()
-        segmenter = Segmenter(
-            model,
-            providers=_providers(provider),
-            threads=threads,
-            device=device,
-            precision=precision,
-            tta=tta,
-        )
-        enabled = progress and sys.stderr.isatty()
-        with Meter(len(pairs), enabled, "images", "evaluating") as meter:
-            result = evaluate(segmenter, pairs, progress=meter.advance)
-    except LVUNetRuntimeError as exc:
-        _fail("lvunet-eval", exc)
+    _check_report_file(json_out, overwrite)
+    ids = None if split_file is None else read_id_list(split_file)
+    pairs = find_pairs(data, ids)
+    quiet_onnxruntime()
+    segmenter = Segmenter(
+        model,
+        providers=_providers(provider),
+        threads=threads,
+        device=device,
+        precision=precision,
+        tta=tta,
+    )
+    enabled = progress and sys.stderr.isatty()
+    with Meter(len(pairs), enabled, "images", "evaluating") as meter:
+        result = evaluate(segmenter, pairs, progress=meter.advance)
     typer.echo(
         f"{result['images']} images: IoU {result['iou']:.4f}  Dice {result['dice']:.4f}  "
         f"(dataset IoU {result['dataset_iou']:.4f}, Dice {result['dataset_dice']:.4f}, "
@@ -522,14 +399,11 @@ def bench_command(
         to_markdown,
     )
 
-    try:
-        _check_report_file(json_out, overwrite)
-        _check_report_file(markdown, overwrite)
-        plan = plan_benchmark(
-            model, providers, threads, batch_sizes, image_size, runs, warmup, end_to_end_dir
-        )
-    except LVUNetRuntimeError as exc:
-        _fail("lvunet-bench", exc)
+    _check_report_file(json_out, overwrite)
+    _check_report_file(markdown, overwrite)
+    plan = plan_benchmark(
+        model, providers, threads, batch_sizes, image_size, runs, warmup, end_to_end_dir
+    )
     combos = len(plan.providers) * len(plan.threads) * len(plan.batches)
     with Progress(transient=True, disable=not sys.stderr.isatty()) as progress:
         task = progress.add_task("benchmarking", total=combos)

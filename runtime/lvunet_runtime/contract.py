@@ -19,7 +19,7 @@ import math
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
-from lvunet_runtime.errors import ModelError
+from lvunet_runtime.errors import LVUNetRuntimeError, ModelError
 
 PREFIX = "lvunet."
 CONTRACT_VERSION = "4"
@@ -175,6 +175,23 @@ class ModelContract:
         return cls.from_dict(values, source)
 
 
+def threshold_problem(value: Any) -> str | None:
+    """Why ``value`` is not a probability threshold, or None: the one rule (a number strictly between 0
+    and 1) that the contract, every command, the Python API and the server apply."""
+    if not _is_number(value) or not 0 < value < 1:
+        return f"threshold must be a number strictly between 0 and 1, not {value!r}"
+    return None
+
+
+def check_threshold(value: Any) -> float:
+    """``value`` as a float threshold; LVUNetRuntimeError (a refusal) with :func:`threshold_problem`'s
+    words if it is not one."""
+    problem = threshold_problem(value)
+    if problem:
+        raise LVUNetRuntimeError(problem)
+    return float(value)
+
+
 def _is_int(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
 
@@ -215,8 +232,8 @@ def _first_problem(c: ModelContract) -> str | None:
         )
     if c.output_meaning not in OUTPUT_MEANINGS:
         return f"output_meaning must be one of {OUTPUT_MEANINGS}, not {c.output_meaning!r}"
-    if not _is_number(c.threshold) or not 0 < c.threshold < 1:
-        return f"threshold must be a number strictly between 0 and 1, not {c.threshold!r}"
+    if threshold_problem(c.threshold):
+        return threshold_problem(c.threshold)
     if c.precision not in PRECISIONS:
         return f"precision must be one of {PRECISIONS}, not {c.precision!r}"
     for name in ("label", "training_dataset", "split", "source_sha256", "contract_version"):

@@ -1,10 +1,12 @@
 """Archive-scale inference on a Ray cluster (optional extra ``lvunet-runtime[ray]``), with the same masks.
 
 The driver plans the job exactly as a local run does (inputs, output names, what exists, the run record);
-Ray Data then feeds the planned jobs to a pool of actors, each holding one ONNX Runtime session
-(``Segmenter``) with its own thread count, which decode, segment and write the outputs themselves through
-the same code as a local run (so the files are byte-identical). Failures come back per file. On a small
-machine the actors get fractional CPUs, so Ray Data's own tasks are never starved and a run cannot stall.
+Ray Data then feeds the planned jobs to a pool of actors, each opening the run's own
+:class:`~lvunet_runtime.segmenter.SegmenterSpec` (every option of the local run, with its own thread
+count), which decode, segment and write the outputs through the same per-image finish step as a local
+run (so the files are byte-identical). Failures come back per file; a fault that stops a local run (a
+full disk) stops this one too. On a small machine the actors get fractional CPUs, so Ray Data's own tasks
+are never starved and a run cannot stall.
 """
 
 from __future__ import annotations
@@ -16,7 +18,13 @@ import time
 import warnings
 from pathlib import Path
 
-from lvunet_runtime.errors import LVUNetRuntimeError
+from lvunet_runtime.console import quiet_ray, quiet_stderr
+from lvunet_runtime.errors import LVUNetRuntimeError, first_line, stops_the_run
+from lvunet_runtime.records import failure_entry
+from lvunet_runtime.segmenter import SegmenterSpec
+
+# Per-file faults an actor reports back instead of failing the whole batch.
+ACTOR_FAULTS = (LVUNetRuntimeError, OSError, ValueError)
 
 
 def _require_ray():
@@ -31,62 +39,45 @@ def _require_ray():
 
 
 class SegmentActor:
-    """One Ray actor: one Segmenter; writes the outputs of each job it is given."""
+    """One Ray actor: the run's segmenter, opened from its spec; writes the outputs of each job."""
 
-    def __init__(
-        self, model: str, providers, threads: int, threshold: float, options: dict
-    ) -> None:
-        from lvunet_runtime.session import Segmenter
-
-        self.segmenter = Segmenter(
-            model,
-            providers=providers,
-            threads=threads,
-            threshold=threshold,
-            tta=options.get("tta", "off"),
-        )
+    def __init__(self, spec: SegmenterSpec, options: dict) -> None:
+        self.segmenter = spec.open()
         self.options = options
 
     def __call__(self, batch: dict) -> dict:
         from lvunet_runtime.image import load_image
-        from lvunet_runtime.outputs import write_image_outputs
+        from lvunet_runtime.outputs import finish_image
         from lvunet_runtime.writer import OutputGuard
 
         guard = OutputGuard(overwrite=True)  # the driver planned these exact targets
-        meta = {"model": self.options["model_name"], "threshold": self.segmenter.threshold}
+        segmenter = self.segmenter
         results = []
         for source, outputs in zip(batch["source"], batch["outputs"], strict=True):
             paths = {k: Path(v) for k, v in json.loads(outputs).items()}
             try:
                 rgb, _ = load_image(source, max_pixels=self.options["max_pixels"])
-                prediction = self.segmenter.predict(rgb, keep_largest=self.options["keep_largest"])
-                stats = write_image_outputs(
+                prepared = segmenter.prepare(rgb, keep_image="overlay" in paths)
+                output = segmenter.run_prepared([prepared])[0]
+                stats = finish_image(
+                    segmenter,
+                    output,
+                    prepared.size,
+                    prepared.image,
                     paths,
                     guard,
-                    rgb if "overlay" in paths else None,
-                    prediction.probability,
-                    prediction.mask,
-                    {"input": source, **meta},
+                    keep_largest=self.options["keep_largest"],
+                    source=source,
                 )
                 results.append(json.dumps({"ok": stats}))
-            except (LVUNetRuntimeError, OSError, ValueError) as exc:
+            except ACTOR_FAULTS as exc:
                 results.append(
-                    json.dumps({"error": str(exc), "errno": getattr(exc, "errno", None)})
+                    json.dumps({"error": first_line(exc), "errno": getattr(exc, "errno", None)})
                 )
         return {"source": list(batch["source"]), "result": results}
 
 
-def _quiet_ray_logs() -> None:
-    """Keep Ray's INFO lines and its C++ core's notes off the console (our summary says what ran)."""
-    import logging
-
-    os.environ.setdefault("RAY_BACKEND_LOG_LEVEL", "fatal")
-    os.environ.setdefault("RAY_DEDUP_LOGS", "0")
-    for name in ("ray", "ray.data"):
-        logging.getLogger(name).setLevel(logging.ERROR)
-
-
-def _wants_gpu(providers: list[str] | None) -> bool:
+def _wants_gpu(providers: tuple[str, ...] | list[str] | None) -> bool:
     names = [p.lower() for p in providers or []]
     return any(n in ("cuda", "tensorrt", "trt") or "cuda" in n or "tensorrt" in n for n in names)
 
@@ -103,25 +94,15 @@ def actor_layout(actors: int | None, cpus: float) -> tuple[int, float, int]:
     return count, math.floor(reserve * 100) / 100, threads  # rounded down: never over the budget
 
 
-def run_images_ray(
-    model: str,
-    providers: list[str] | None,
-    threshold: float,
-    jobs: list,
-    options,
-    summary,
-    *,
-    address: str | None = None,
-    actors: int | None = None,
-    tta: str = "off",
-) -> None:
-    """Segment ``jobs`` on Ray; fills ``summary`` as a local run does (processed, failed, images)."""
+def run_images_ray(spec: SegmenterSpec, jobs: list, options, summary) -> None:
+    """Segment ``jobs`` on Ray with segmenters opened from ``spec``; fills ``summary`` as a local run
+    does (processed, failed, images, and ``stopped`` on a fault that stops a local run)."""
     if not jobs:
         return
     started = time.perf_counter()
-    ray = start_ray(address, progress=bool(options.progress))
+    ray = start_ray(options.ray_address, progress=bool(options.progress))
     cpus = float(ray.cluster_resources().get("CPU", 1))
-    count, reserve, threads = actor_layout(actors, cpus)
+    count, reserve, threads = actor_layout(options.ray_actors, cpus)
     items = [
         {
             "source": str(job.source),
@@ -133,25 +114,19 @@ def run_images_ray(
     results = dataset.map_batches(
         SegmentActor,
         fn_constructor_kwargs={
-            "model": model,
-            "providers": providers,
-            "threads": threads,
-            "threshold": threshold,
-            "options": {
-                "model_name": model,
-                "max_pixels": options.max_pixels,
-                "keep_largest": options.keep_largest,
-                "tta": tta,
-            },
+            "spec": spec.with_(threads=threads),
+            "options": {"max_pixels": options.max_pixels, "keep_largest": options.keep_largest},
         },
         batch_size=8,
         concurrency=count,
         num_cpus=reserve,
-        **({"num_gpus": 1} if _wants_gpu(providers) else {}),  # one GPU per actor (untested here)
+        **(
+            {"num_gpus": 1} if _wants_gpu(spec.providers) else {}
+        ),  # one GPU per actor (untested here)
     )
     with warnings.catch_warnings():  # Ray Data's notes on how few blocks a small job has
         warnings.simplefilter("ignore", UserWarning)
-        collect(results.iter_rows(), summary)
+        collect(results.iter_rows(), summary, total=len(jobs))
     summary.seconds += time.perf_counter() - started
     summary.ray = {
         "actors": count,
@@ -164,11 +139,9 @@ def run_images_ray(
 def start_ray(address: str | None, *, progress: bool):
     """Ray, connected to ``address`` or to a new local cluster using this machine's CPUs."""
     ray = _require_ray()
-    _quiet_ray_logs()
-    from lvunet_runtime.infer import _quiet_stderr
-
+    quiet_ray()
     if not ray.is_initialized():
-        with _quiet_stderr():  # the core's start-up notes; failures still raise
+        with quiet_stderr():  # the core's start-up notes; failures still raise
             ray.init(
                 address=address,
                 include_dashboard=False,
@@ -180,15 +153,22 @@ def start_ray(address: str | None, *, progress: bool):
     return ray
 
 
-def collect(rows, summary) -> None:
-    """The actors' per-file results into the run summary, as a local run records them."""
+def collect(rows, summary, total: int | None = None) -> None:
+    """The actors' per-file results into the run summary, as a local run records them; a fault that
+    would repeat for every file (its errno, e.g. a full disk) stops the run as it stops a local one:
+    the rest are counted as not done."""
+    seen = 0
     for row in rows:
+        seen += 1
         outcome = json.loads(row["result"])
         source = row["source"]
         if "ok" in outcome:
             summary.processed += 1
             summary.images.append({"input": source, **outcome["ok"]})
+        elif stops_the_run(code=outcome.get("errno")):
+            summary.stopped = failure_entry(source, outcome["error"])["error"]
+            break
         else:
-            message = outcome["error"]
-            error = message if source in message else f"{source}: {message}"
-            summary.failed.append({"input": source, "error": error})
+            summary.failed.append(failure_entry(source, outcome["error"]))
+    if summary.stopped and total is not None:
+        summary.not_done += total - seen + 1

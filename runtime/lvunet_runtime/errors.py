@@ -1,12 +1,27 @@
-"""The project's exception hierarchy: one base class, mapped by the CLIs to a one-line message.
+"""The project's exception hierarchy and how an exception becomes one line.
 
-The training side (``lvunet_edge``) and the exporter derive their own errors from this base, so every
-command can tell a refusal it made on purpose (exit 1) from an internal error.
+One base class, mapped by the command runner (:mod:`lvunet_runtime.command`) to an exit code and a
+one-line message: the training side (``lvunet_edge``) and the exporter derive their own errors from it, so
+every command can tell a refusal it made on purpose (exit 1) from an internal error. An error may carry a
+``hint`` (what to do next), which the runner appends to its line.
 """
+
+from __future__ import annotations
+
+import errno
+
+# Faults that would repeat for every remaining file: a run stops instead of failing each one.
+STOPPING_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM})
 
 
 class LVUNetRuntimeError(Exception):
-    """Base class of every error the runtime raises on purpose."""
+    """Base class of every error the runtime raises on purpose (exit code 1: refused)."""
+
+    exit_code = 1
+
+    def __init__(self, message: str = "", *, hint: str = "") -> None:
+        super().__init__(message)
+        self.hint = hint
 
 
 class ModelError(LVUNetRuntimeError):
@@ -27,3 +42,40 @@ class DataError(LVUNetRuntimeError):
 
 class OutputError(LVUNetRuntimeError):
     """An output cannot be written (unwritable folder, would overwrite an input)."""
+
+
+class StoppedError(LVUNetRuntimeError):
+    """A fault (disk full, permission lost) stopped a run part way: what was written stays (exit 2)."""
+
+    exit_code = 2
+
+
+class Interrupted(KeyboardInterrupt):
+    """Ctrl-C, carrying what the user can do next (e.g. ``continue with --resume RUN``)."""
+
+    def __init__(self, hint: str = "") -> None:
+        super().__init__(hint)
+        self.hint = hint
+
+
+def first_line(exc: BaseException, limit: int = 300) -> str:
+    """The first non-empty line of an exception's message (at most ``limit`` characters), or its type's
+    name when the message is empty: safe on any exception, inside any error path."""
+    for line in str(exc).splitlines():
+        if line.strip():
+            return line.strip()[:limit]
+    return type(exc).__name__
+
+
+def describe_os_error(exc: OSError) -> str:
+    """``No space left on device: /out/x.png``: the error's own words and the file it names."""
+    where = f": {exc.filename}" if exc.filename else ""
+    return f"{exc.strerror or first_line(exc)}{where}"
+
+
+def stops_the_run(error: BaseException | None = None, *, code: int | None = None) -> bool:
+    """A fault that would repeat for every remaining file (an ``OSError``, or its ``errno`` ``code``
+    reported back by another process such as a Ray actor)."""
+    if error is not None:
+        code = error.errno if isinstance(error, OSError) else None
+    return code in STOPPING_ERRNOS

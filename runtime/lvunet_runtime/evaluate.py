@@ -16,7 +16,7 @@ from lvunet_runtime.data import Pair, content_hash, read_mask
 from lvunet_runtime.errors import ImageError
 from lvunet_runtime.image import load_image
 from lvunet_runtime.metrics import confusion_counts, per_image_scores, summarize
-from lvunet_runtime.session import Segmenter
+from lvunet_runtime.segmenter import Segmenter
 
 
 def score_pair(segmenter: Segmenter, pair: Pair, seen: frozenset[str] = frozenset()) -> dict:

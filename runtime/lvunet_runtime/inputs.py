@@ -11,20 +11,11 @@ from __future__ import annotations
 
 import glob
 import hashlib
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from lvunet_runtime.data import IMAGE_SUFFIXES, VIDEO_SUFFIXES
-
-RECORD_NAME = "summary.json"
-RECORD_TOOL = "lvunet-infer"
-PART_RECORD_GLOB = "summary.part-*-of-*.json"
-
-
-def record_name(num_parts: int = 1, part_id: int = 0) -> str:
-    """``summary.json`` for a whole run, ``summary.part-K-of-N.json`` for one part of a sharded job."""
-    return RECORD_NAME if num_parts == 1 else f"summary.part-{part_id}-of-{num_parts}.json"
+from lvunet_runtime.records import read_records
 
 
 @dataclass(frozen=True)
@@ -45,29 +36,6 @@ class Inputs:
 
     sources: list[Source] = field(default_factory=list)
     errors: list[dict[str, str]] = field(default_factory=list)
-
-
-def read_records(folder: Path) -> list[dict]:
-    """Every run record of ours in ``folder``: the whole run's and each part's of a sharded job."""
-    paths = [folder / RECORD_NAME, *sorted(folder.glob(PART_RECORD_GLOB))]
-    return [r for r in (read_record(folder, p.name) for p in paths) if r is not None]
-
-
-def read_record(folder: Path, name: str = RECORD_NAME) -> dict | None:
-    """The run record ``name`` in ``folder`` if one of our runs wrote it; None otherwise (or unreadable)."""
-    path = folder / name
-    if not path.is_file():
-        return None
-    try:
-        record = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
-        return None
-    if not isinstance(record, dict) or record.get("tool") != RECORD_TOOL:
-        return None
-    outputs = record.get("outputs")
-    return (
-        record if isinstance(outputs, list) and all(isinstance(o, str) for o in outputs) else None
-    )
 
 
 def _recorded_outputs(folder: Path, cache: dict[Path, set[Path]]) -> set[Path]:

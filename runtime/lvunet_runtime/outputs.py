@@ -124,3 +124,22 @@ def write_image_outputs(
     data, stats = image_json(meta, mask)
     guard.write(paths["json"], data)
     return {k: stats[k] for k in ("area_px", "area_fraction", "regions")}
+
+
+def finish_image(
+    segmenter,
+    output: np.ndarray,
+    size: tuple[int, int],
+    image: np.ndarray | None,
+    paths: dict[str, Path],
+    guard: OutputGuard,
+    *,
+    keep_largest: bool,
+    source: str,
+) -> dict:
+    """The one per-image finish step of every route (local pipeline, Ray actor): the model's output ->
+    probability and mask at the image's ``size`` -> the files in ``paths``; returns the statistics the
+    run record keeps."""
+    prediction = segmenter.finish(output, size, keep_largest=keep_largest)
+    meta = {"input": source, "model": str(segmenter.path), "threshold": segmenter.threshold}
+    return write_image_outputs(paths, guard, image, prediction.probability, prediction.mask, meta)

@@ -1,7 +1,7 @@
 """One overlapped pipeline for folders, videos and the camera, built on ``Segmenter``'s three stages.
 
-Loader threads read and :meth:`~lvunet_runtime.session.Segmenter.prepare` items ahead (bounded), the
-calling thread only runs the model, writer threads :meth:`~lvunet_runtime.session.Segmenter.finish`
+Loader threads read and :meth:`~lvunet_runtime.segmenter.Segmenter.prepare` items ahead (bounded), the
+calling thread only runs the model, writer threads :meth:`~lvunet_runtime.segmenter.Segmenter.finish`
 them and do whatever the caller asks (write files, draw an overlay). Results come back in input order;
 queues hold a few items each, so memory stays flat however long the input.
 """
@@ -17,7 +17,7 @@ from typing import Generic, TypeVar
 import numpy as np
 
 from lvunet_runtime.errors import LVUNetRuntimeError
-from lvunet_runtime.session import Prepared, Segmenter
+from lvunet_runtime.segmenter import Prepared, Segmenter
 
 Item = TypeVar("Item")
 Result = TypeVar("Result")

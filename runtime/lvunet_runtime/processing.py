@@ -81,6 +81,24 @@ def to_probability(output: np.ndarray, output_meaning: str = "logits") -> np.nda
     return np.clip(output.astype(np.float32, copy=False), 0.0, 1.0)
 
 
+def logit_threshold(threshold: float, output_meaning: str = "logits") -> float:
+    """The raw-output value that corresponds to probability ``threshold``: ``log(t / (1 - t))`` for
+    logits (0 at 0.5), the threshold itself for a probability output."""
+    if output_meaning == "logits":
+        return float(np.log(threshold / (1.0 - threshold)))
+    return float(threshold)
+
+
+def binarize_output(
+    output: np.ndarray, threshold: float, output_meaning: str = "logits"
+) -> np.ndarray:
+    """Foreground where the probability is above ``threshold``, straight from the model's raw output
+    at its own size (training and export score masks this way): for logits that is
+    ``logit > log(t / (1 - t))``, the same pixels as ``sigmoid(logit) > t`` up to float rounding at the
+    boundary. Works on numpy arrays and on torch tensors alike (comparison with a float)."""
+    return output > logit_threshold(threshold, output_meaning)
+
+
 def postprocess(
     output: np.ndarray, size: tuple[int, int], threshold: float, output_meaning: str = "logits"
 ) -> tuple[np.ndarray, np.ndarray]:

@@ -3,16 +3,20 @@
 Rules (:class:`OutputGuard`): an input of the run is never written over, even with ``--overwrite``; a file
 this run did not create is replaced only with ``--overwrite``; a target that exists but is not a regular
 file (a folder, a pipe, a device, a symlink) is refused; every write goes to a short temporary name in the
-target's folder and is renamed into place, so an interrupted run leaves no half-written file and a long
-file name never makes the temporary name too long.
+target's folder and is renamed into place (:func:`atomic_file`), so an interrupted run leaves no
+half-written file and a long file name never makes the temporary name too long. Every file written gets
+one permission rule, that of a plain ``open()``: ``0o666`` less the process's umask (0644 under the usual
+umask 022), whether it is a mask, a video, a checkpoint or a model.
 """
 
 from __future__ import annotations
 
+import functools
 import os
 import tempfile
 import threading
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from lvunet_runtime.errors import OutputError
@@ -27,6 +31,14 @@ def _key(path: Path) -> Path:
         return path.absolute()
 
 
+@functools.cache
+def file_mode() -> int:
+    """The permissions a plain ``open()`` would give a new file: 0o666 less the umask (read once)."""
+    umask = os.umask(0o022)
+    os.umask(umask)
+    return 0o666 & ~umask
+
+
 def check_output_folder(directory: Path) -> None:
     """Fail early if ``directory`` cannot be created or written; creates nothing itself."""
     existing = directory
@@ -38,17 +50,29 @@ def check_output_folder(directory: Path) -> None:
         raise OutputError(f"output folder {directory} is not writable")
 
 
-def write_atomic(path: Path, data: bytes) -> None:
-    """Write bytes via a short temporary name beside ``path``, then rename (no half-written file)."""
-    fd, tmp = tempfile.mkstemp(prefix=TEMP_PREFIX, suffix=".tmp", dir=path.parent)
+@contextmanager
+def atomic_file(path: Path, suffix: str = ".tmp") -> Iterator[Path]:
+    """A temporary path beside ``path`` to write in any way (bytes, a video, ``torch.save``); when the
+    block ends normally it gets :func:`file_mode` and is renamed onto ``path``, otherwise it is removed.
+    The folder is created if needed."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, name = tempfile.mkstemp(prefix=TEMP_PREFIX, suffix=suffix, dir=path.parent)
+    os.close(fd)
+    tmp = Path(name)
     try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-        os.chmod(tmp, 0o644)
+        yield tmp
+        os.chmod(tmp, file_mode())
         os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def write_atomic(path: Path, data: bytes) -> None:
+    """Write bytes through :func:`atomic_file` (no half-written file, the one permission rule)."""
+    with atomic_file(path) as tmp:
+        with open(tmp, "wb") as handle:
+            handle.write(data)
 
 
 class OutputGuard:
@@ -64,6 +88,7 @@ class OutputGuard:
         self.inputs = {_key(Path(p)) for p in inputs}
         self.created: set[Path] = set()
         self._lock = threading.Lock()
+        file_mode()  # read the umask here, on the calling thread, before any writer thread runs
 
     def adopt(self, paths: Iterable[Path]) -> None:
         """Count files written for this run by other processes (Ray actors) as this run's own."""
@@ -95,23 +120,21 @@ class OutputGuard:
             raise OutputError(message)
 
     def write(self, path: Path, data: bytes, *, ours: bool = False) -> None:
-        """Check, create the folder, write atomically, remember the file as this run's."""
+        """Check, write atomically, remember the file as this run's."""
         self.check(path, ours=ours)
-        path.parent.mkdir(parents=True, exist_ok=True)
         write_atomic(path, data)
-        with self._lock:
-            self.created.add(_key(path))
+        self._created(path)
 
-    def place(self, tmp: Path, path: Path, *, ours: bool = False) -> None:
-        """Rename a finished temporary file (a video) into place, under the same rules."""
+    @contextmanager
+    def writing(self, path: Path, suffix: str = ".tmp", *, ours: bool = False) -> Iterator[Path]:
+        """Check ``path``, then :func:`atomic_file` for a file written in pieces (a video, a model):
+        checked again before the rename, since writing can take long."""
         self.check(path, ours=ours)
-        os.replace(tmp, path)
+        with atomic_file(path, suffix) as tmp:
+            yield tmp
+            self.check(path, ours=ours)
+        self._created(path)
+
+    def _created(self, path: Path) -> None:
         with self._lock:
             self.created.add(_key(path))
-
-    def temporary(self, path: Path, suffix: str) -> Path:
-        """A short temporary name beside ``path`` for a file written in pieces (a video)."""
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, name = tempfile.mkstemp(prefix=TEMP_PREFIX, suffix=suffix, dir=path.parent)
-        os.close(fd)
-        return Path(name)

@@ -136,7 +136,7 @@ def test_single_input_errors_exit_1(tmp_path):
     blocker.write_text("x")
     one_line(infer(BUSI_IMAGE, "--out", blocker / "sub"), "cannot create output folder")
     one_line(infer(), "give at least one INPUT")
-    one_line(infer(BUSI_IMAGE, *model, "--threshold", "1.5"), "threshold must be between 0 and 1")
+    one_line(infer(BUSI_IMAGE, *model, "--threshold", "1.5"), "threshold must be a number strictly between 0 and 1")
     assert not (tmp_path / "out").exists()  # nothing written by failed runs
 
 

@@ -73,7 +73,7 @@ def test_importing_the_runtime_changes_no_process_state():
     code = (
         "import os, cv2, onnxruntime; from PIL import Image;"  # their own import-time settings
         "before = (Image.MAX_IMAGE_PIXELS, dict(os.environ));"
-        "import lvunet_runtime, lvunet_runtime.image, lvunet_runtime.infer, lvunet_runtime.session;"
+        "import lvunet_runtime, lvunet_runtime.image, lvunet_runtime.infer, lvunet_runtime.segmenter;"
         "assert (Image.MAX_IMAGE_PIXELS, dict(os.environ)) == before, 'changed'"
     )
     env = {k: v for k, v in os.environ.items() if not k.startswith("OPENCV")}

@@ -5,7 +5,7 @@ import time
 import cv2
 import numpy as np
 from lvunet_runtime import Segmenter
-from lvunet_runtime.infer import run_live
+from lvunet_runtime.live import run_live
 
 from tests.helpers import BUSI_IMAGE
 

@@ -6,7 +6,8 @@ import pytest
 from lvunet_runtime import Segmenter, load_image
 from lvunet_runtime.data import read_mask
 from lvunet_runtime.errors import LVUNetRuntimeError, ModelError, ProviderError
-from lvunet_runtime.session import bundled_models, resolve_providers
+from lvunet_runtime.model_files import bundled_models
+from lvunet_runtime.providers import resolve_providers
 from PIL import Image
 
 from tests.helpers import BUNDLED_MASKS, DATA
@@ -40,7 +41,7 @@ def test_active_providers_and_option_checks():
     ]
     with pytest.raises(LVUNetRuntimeError, match="threads must be at least 1"):
         Segmenter("polyp", threads=0)
-    with pytest.raises(LVUNetRuntimeError, match="threshold must be between 0 and 1"):
+    with pytest.raises(LVUNetRuntimeError, match="threshold must be a number strictly between 0 and 1"):
         Segmenter("polyp", threshold=1.5)
 
 
@@ -100,7 +101,9 @@ def test_bundled_models_carry_the_current_contract():
         contract = Segmenter(name).contract
         assert contract.contract_version == "4" and contract.training_size == (256, 256)
         recipe = contract.training_recipe
-        assert (recipe["epochs"], recipe["augment"]) == recipes[name] and recipe["pretrained"] is False
+        assert (recipe["epochs"], recipe["augment"]) == recipes[name] and recipe[
+            "pretrained"
+        ] is False
         assert len(contract.training_image_sha256) > 600  # the train + validation images
         metrics = contract.test_metrics
         assert metrics["measured_on"].startswith("this file") and 0.5 < metrics["dice"] < 1
@@ -125,7 +128,7 @@ def test_bundled_models_segment_their_own_kind_of_image():
 
 def test_gpu_providers_ordered_first_with_options(monkeypatch):
     """The CUDA/TensorRT path without a GPU: order, options, and no silent fallback."""
-    import lvunet_runtime.session as session_module
+    import lvunet_runtime.providers as session_module
 
     fake = ["TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider"]
     monkeypatch.setattr(ort, "get_available_providers", lambda: fake)
@@ -188,13 +191,16 @@ def test_tta_is_the_mean_of_the_flipped_views_flipped_back(polyp, tta):
     prepared = polyp.prepare(rgb)
     x = to_model_input(prepared.resized[None], polyp.contract)
     views = [((), ())] + [
-        (axes, tuple(a - 1 for a in axes)) for axes in ([(3,)] if tta == "h" else [(3,), (2,), (2, 3)])
+        (axes, tuple(a - 1 for a in axes))
+        for axes in ([(3,)] if tta == "h" else [(3,), (2,), (2, 3)])
     ]
     expected = np.mean(
         [np.flip(polyp.run(np.ascontiguousarray(np.flip(x, a))), b) for a, b in views], axis=0
     )
     got = augmented.run_prepared([prepared])
-    assert got.shape == expected.shape == (1, polyp.contract.input_height, polyp.contract.input_width)
+    assert (
+        got.shape == expected.shape == (1, polyp.contract.input_height, polyp.contract.input_width)
+    )
     np.testing.assert_allclose(got, expected, atol=1e-5)
     plain = polyp.run_prepared([prepared])
     assert np.abs(got - plain).max() > 1e-3  # the views differ: the average is not the plain output

@@ -18,11 +18,15 @@ from pathlib import Path
 
 import pytest
 
-uvicorn = pytest.importorskip("uvicorn", reason="lvunet-runtime[serve] is installed in the main .venv")
+uvicorn = pytest.importorskip(
+    "uvicorn", reason="lvunet-runtime[serve] is installed in the main .venv"
+)
 
+from lvunet_runtime.model_files import resolve_model  # noqa: E402
+from lvunet_runtime.segmenter import SegmenterSpec  # noqa: E402
 from lvunet_runtime.serve.app import Settings, create_app  # noqa: E402
 from lvunet_runtime.serve.cli import allowed_hosts, bind  # noqa: E402
-from lvunet_runtime.session import resolve_model  # noqa: E402
+
 from tests.helpers import (  # noqa: E402
     BUSI_IMAGE,
     DATA,
@@ -44,7 +48,9 @@ class Client:
     def __init__(self, port: int, service) -> None:
         self.port, self.service = port, service
 
-    def request(self, method: str, path: str, body: bytes | None = None, headers: dict | None = None):
+    def request(
+        self, method: str, path: str, body: bytes | None = None, headers: dict | None = None
+    ):
         connection = http.client.HTTPConnection("127.0.0.1", self.port, timeout=60)
         try:
             connection.request(method, path, body=body, headers=headers or {})
@@ -120,24 +126,37 @@ def test_segment_outputs_equal_lvunet_infer_files(client, infer_outputs, thresho
     folder = infer_outputs[threshold]
     for image in IMAGES:
         data = image.read_bytes()
-        for output, suffix in (("mask", "_mask.png"), ("probability", "_prob.png"), ("overlay", "_overlay.png")):
+        for output, suffix in (
+            ("mask", "_mask.png"),
+            ("probability", "_prob.png"),
+            ("overlay", "_overlay.png"),
+        ):
             _, body = client.ok("POST", f"/api/segment?{_query(threshold, output)}", data)
             assert body == (folder / f"{image.stem}{suffix}").read_bytes(), (image.name, output)
         head, body = client.ok(
-            "POST", f"/api/segment?{_query(threshold, 'json')}", data, {"X-Image-Name": "a%20b%C3%A9.jpg"}
+            "POST",
+            f"/api/segment?{_query(threshold, 'json')}",
+            data,
+            {"X-Image-Name": "a%20b%C3%A9.jpg"},
         )
         served, written = json.loads(body), json.loads((folder / f"{image.stem}.json").read_text())
         assert served.pop("input") == "a bé.jpg" and written.pop("input") == str(image)
         assert served == written
         assert head["x-model"] == "polyp" and head["x-provider"] == "CPUExecutionProvider"
-        assert float(head["x-inference-ms"]) > 0 and head["x-image-size"] == "{width}x{height}".format(**served)
+        assert float(head["x-inference-ms"]) > 0 and head[
+            "x-image-size"
+        ] == "{width}x{height}".format(**served)
 
 
 def test_stored_results_rethreshold_and_zip_without_a_model_run(client, infer_outputs):
     ids = {}
     for image in IMAGES:
-        head, _ = client.ok("POST", "/api/segment?output=probability", image.read_bytes(),
-                            {"X-Image-Name": image.name})
+        head, _ = client.ok(
+            "POST",
+            "/api/segment?output=probability",
+            image.read_bytes(),
+            {"X-Image-Name": image.name},
+        )
         ids[image] = head["x-result-id"]
     runs = client.runs()
     for threshold in (0.3, 0.7):
@@ -146,7 +165,10 @@ def test_stored_results_rethreshold_and_zip_without_a_model_run(client, infer_ou
             _, mask = client.ok("GET", f"/api/results/{key}?{_query(threshold, 'mask')}")
             assert mask == (folder / f"{image.stem}_mask.png").read_bytes()
             _, stats = client.ok("GET", f"/api/results/{key}?{_query(threshold, 'json')}")
-            assert json.loads(stats)["area_px"] == json.loads((folder / f"{image.stem}.json").read_text())["area_px"]
+            assert (
+                json.loads(stats)["area_px"]
+                == json.loads((folder / f"{image.stem}.json").read_text())["area_px"]
+            )
         query = "&".join(f"ids={key}" for key in ids.values())
         head, body = client.ok("GET", f"/api/results.zip?{query}&threshold={threshold}")
         assert head["content-type"] == "application/zip"
@@ -154,7 +176,10 @@ def test_stored_results_rethreshold_and_zip_without_a_model_run(client, infer_ou
             names = set(archive.namelist())
             for image in IMAGES:
                 for suffix in ("_mask.png", "_overlay.png", "_prob.png"):
-                    assert archive.read(image.stem + suffix) == (folder / f"{image.stem}{suffix}").read_bytes()
+                    assert (
+                        archive.read(image.stem + suffix)
+                        == (folder / f"{image.stem}{suffix}").read_bytes()
+                    )
                 zipped = json.loads(archive.read(image.stem + ".json"))
                 assert zipped["input"] == image.name and zipped["threshold"] == threshold
         assert len(names) == 4 * len(IMAGES)
@@ -164,7 +189,9 @@ def test_stored_results_rethreshold_and_zip_without_a_model_run(client, infer_ou
 def test_zip_keeps_results_with_the_same_name_apart(client):
     keys = []
     for image in (KVASIR_IMAGE, BUSI_IMAGE):
-        head, _ = client.ok("POST", "/api/segment?output=mask", image.read_bytes(), {"X-Image-Name": "same.png"})
+        head, _ = client.ok(
+            "POST", "/api/segment?output=mask", image.read_bytes(), {"X-Image-Name": "same.png"}
+        )
         keys.append(head["x-result-id"])
     _, body = client.ok("GET", f"/api/results.zip?ids={keys[0]}&ids={keys[1]}")
     names = zipfile.ZipFile(io.BytesIO(body)).namelist()
@@ -188,7 +215,7 @@ BAD_REQUESTS = [
     ("POST", "/api/segment", _png_of_size(3000, 2000), {}, 400, "over the limit"),
     ("POST", "/api/segment", b"x" * (4 << 20), {}, 413, "over the limit of 3 MB"),
     ("POST", "/api/segment", JPEG, {"Content-Length": "99999999999"}, 413, "over the limit"),
-    ("POST", "/api/segment?threshold=1.5", JPEG, {}, 422, "threshold must be between 0 and 1"),
+    ("POST", "/api/segment?threshold=1.5", JPEG, {}, 422, "threshold must be a number strictly between 0 and 1"),
     ("POST", "/api/segment?threshold=nan", JPEG, {}, 422, "threshold"),
     ("POST", "/api/segment?threshold=abc", JPEG, {}, 422, "threshold"),
     ("POST", "/api/segment?output=exe", JPEG, {}, 422, "output must be one of"),
@@ -245,10 +272,17 @@ def test_models_listing_and_folder_models(client):
 
 def test_concurrent_clients_get_their_own_results(client):
     images = [*IMAGES, BUSI_IMAGE]
-    serial = {image: client.ok("POST", "/api/segment?output=mask", image.read_bytes())[1] for image in images}
+    serial = {
+        image: client.ok("POST", "/api/segment?output=mask", image.read_bytes())[1]
+        for image in images
+    }
     jobs = images * 4
     with ThreadPoolExecutor(8) as pool:
-        answers = list(pool.map(lambda i: client.ok("POST", "/api/segment?output=mask", i.read_bytes())[1], jobs))
+        answers = list(
+            pool.map(
+                lambda i: client.ok("POST", "/api/segment?output=mask", i.read_bytes())[1], jobs
+            )
+        )
     assert answers == [serial[image] for image in jobs]
 
 
@@ -257,13 +291,17 @@ def test_internal_error_is_one_line_and_the_server_survives(client, monkeypatch,
         raise RuntimeError("simulated fault\nsecond line")
 
     monkeypatch.setattr(client.service, "render", broken)
-    status, _, data = client.request("POST", "/api/segment", JPEG, {"X-Image-Name": "patient-42.jpg"})
+    status, _, data = client.request(
+        "POST", "/api/segment", JPEG, {"X-Image-Name": "patient-42.jpg"}
+    )
     assert status == 500 and "internal error (RuntimeError)" in json.loads(data)["error"]
     monkeypatch.undo()
     assert client.ok("POST", "/api/segment?output=mask", JPEG)
     err = capfd.readouterr().err
     lines = [line for line in err.splitlines() if "lvunet-serve" in line]
-    assert lines == ["lvunet-serve: internal error on /api/segment: RuntimeError: simulated fault"], err
+    assert lines == [
+        "lvunet-serve: internal error on /api/segment: RuntimeError: simulated fault"
+    ], err
     assert "Traceback" not in err and "patient-42" not in err
 
 
@@ -285,12 +323,19 @@ def test_store_drops_the_oldest_results_past_its_budget():
 
 def test_openapi_documents_the_api_and_needs_no_cdn(client):
     schema = json.loads(client.ok("GET", "/openapi.json")[1])
-    assert {"/api/segment", "/api/results/{key}", "/api/results.zip", "/api/health"} <= set(schema["paths"])
-    assert "application/octet-stream" in schema["paths"]["/api/segment"]["post"]["requestBody"]["content"]
+    assert {"/api/segment", "/api/results/{key}", "/api/results.zip", "/api/health"} <= set(
+        schema["paths"]
+    )
+    assert (
+        "application/octet-stream"
+        in schema["paths"]["/api/segment"]["post"]["requestBody"]["content"]
+    )
     page = client.ok("GET", "/")[1].decode()
     assert "not a medical device" in page
     # Everything is served locally: no script, style, font or request that names another server.
-    remote = re.compile(r"""(src|href)\s*=\s*["']?(https?:)?//|url\(\s*["']?(https?:)?//|@import|fetch\(\s*["'`]https?:""")
+    remote = re.compile(
+        r"""(src|href)\s*=\s*["']?(https?:)?//|url\(\s*["']?(https?:)?//|@import|fetch\(\s*["'`]https?:"""
+    )
     for asset in ("/", "/static/app.js", "/static/style.css", "/static/icon.svg"):
         text = client.ok("GET", asset)[1].decode()
         assert not remote.search(text), (asset, remote.search(text))
@@ -325,8 +370,11 @@ def test_cli_refusals_are_one_line(tmp_path):
 
 def test_tta_server_matches_lvunet_infer_with_tta(tmp_path):
     folder = tmp_path / "infer"
-    assert cli("infer", KVASIR_IMAGE, "--out", folder, "--tta", "hv", "--threshold", "0.4").exit_code == 0
-    with running(Settings(tta="hv")) as client:
+    assert (
+        cli("infer", KVASIR_IMAGE, "--out", folder, "--tta", "hv", "--threshold", "0.4").exit_code
+        == 0
+    )
+    with running(Settings(segmenter=SegmenterSpec(tta="hv"))) as client:
         _, mask = client.ok("POST", "/api/segment?output=mask&threshold=0.4", JPEG)
     assert mask == (folder / f"{KVASIR_IMAGE.stem}_mask.png").read_bytes()
     plain = tmp_path / "plain"

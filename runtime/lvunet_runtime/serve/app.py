@@ -35,10 +35,12 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.middleware.trustedhost import TrustedHostMiddleware
 
 from lvunet_runtime import __version__
-from lvunet_runtime.errors import LVUNetRuntimeError, ModelError
+from lvunet_runtime.contract import threshold_problem
+from lvunet_runtime.errors import LVUNetRuntimeError, first_line
 from lvunet_runtime.image import DEFAULT_MAX_PIXELS, load_image
+from lvunet_runtime.model_files import bundled_models
 from lvunet_runtime.outputs import encode_png, image_json, mask_png, overlay, probability_png
-from lvunet_runtime.session import Segmenter, bundled_models
+from lvunet_runtime.segmenter import Segmenter, SegmenterSpec
 
 DEFAULT_MAX_UPLOAD_MB = 50
 DEFAULT_STORE_MB = 256
@@ -60,9 +62,7 @@ class Settings:
 
     model: str = "polyp"
     models_dir: Path | None = None
-    providers: list[str] | None = None
-    threads: int | None = None
-    tta: str = "off"
+    segmenter: SegmenterSpec = field(default_factory=SegmenterSpec)  # every model opens with these
     max_pixels: int = DEFAULT_MAX_PIXELS
     max_upload_bytes: int = DEFAULT_MAX_UPLOAD_MB << 20
     store_bytes: int = DEFAULT_STORE_MB << 20
@@ -115,14 +115,9 @@ class Models:
         if source is None:
             raise ApiError(404, f"no model named {name!r}; GET /api/models lists them")
         try:
-            segmenter = Segmenter(
-                source,
-                providers=self.settings.providers,
-                threads=self.settings.threads,
-                tta=self.settings.tta,
-            )
+            segmenter = self.settings.segmenter.with_(model=str(source)).open()
         except LVUNetRuntimeError as exc:
-            raise ApiError(422, f"model {name!r} cannot be used: {_one_line(exc)}") from None
+            raise ApiError(422, f"model {name!r} cannot be used: {first_line(exc)}") from None
         with self._guard:
             self._loaded.setdefault(name, segmenter)
             self._locks.setdefault(name, threading.Lock())
@@ -172,11 +167,6 @@ class Store:
         return result
 
 
-def _one_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0][:300] if text else type(exc).__name__
-
-
 class Service:
     """The work behind the API: decode an upload, run a model, threshold, encode."""
 
@@ -201,7 +191,7 @@ class Service:
             rgb, _ = load_image(path, max_pixels=max_pixels or self.settings.max_pixels)
         except LVUNetRuntimeError as exc:
             raise ApiError(
-                400, "the upload" + _one_line(exc).removeprefix(str(path)).rstrip()
+                400, "the upload" + first_line(exc).removeprefix(str(path)).rstrip()
             ) from None
         finally:
             path.unlink(missing_ok=True)
@@ -211,7 +201,9 @@ class Service:
         segmenter, lock = self.models.get(model)
         rgb = self.decode(data)
         prepared = segmenter.prepare(rgb)
-        with lock:  # one run at a time per model: concurrent tabs queue here instead of oversubscribing
+        with (
+            lock
+        ):  # one run at a time per model: concurrent tabs queue here instead of oversubscribing
             start = time.perf_counter()
             output = segmenter.run_prepared([prepared])[0]
             elapsed = (time.perf_counter() - start) * 1000
@@ -270,7 +262,9 @@ async def _body(request: Request, limit: int) -> bytes:
         if not declared.isdigit():
             raise ApiError(400, "bad Content-Length header")
         if int(declared) > limit:
-            raise ApiError(413, f"upload of {int(declared) >> 20} MB is over the limit of {limit >> 20} MB")
+            raise ApiError(
+                413, f"upload of {int(declared) >> 20} MB is over the limit of {limit >> 20} MB"
+            )
     chunks, size = [], 0
     async for chunk in request.stream():
         size += len(chunk)
@@ -281,8 +275,9 @@ async def _body(request: Request, limit: int) -> bytes:
 
 
 def _check_threshold(threshold: float | None) -> float | None:
-    if threshold is not None and not 0.0 < threshold < 1.0:
-        raise ApiError(422, f"threshold must be between 0 and 1 (exclusive), not {threshold}")
+    problem = None if threshold is None else threshold_problem(threshold)
+    if problem:
+        raise ApiError(422, problem)
     return threshold
 
 
@@ -333,7 +328,6 @@ def create_app(settings: Settings) -> FastAPI:
 def add_checks(app: FastAPI, allowed: set[str]) -> None:
     """Requests refused before any work (Host, Origin), faults caught, every error as one JSON line."""
 
-
     @app.middleware("http")
     async def guard(request: Request, call_next):
         # A page on another site may send requests to 127.0.0.1; a browser names it in Origin.
@@ -347,7 +341,7 @@ def add_checks(app: FastAPI, allowed: set[str]) -> None:
         except Exception as exc:  # noqa: BLE001 - one line on the console; the server keeps running
             print(
                 f"lvunet-serve: internal error on {request.url.path}: {type(exc).__name__}: "
-                f"{_one_line(exc)}",
+                f"{first_line(exc)}",
                 file=sys.stderr,
             )
             return JSONResponse(
@@ -377,6 +371,7 @@ def add_checks(app: FastAPI, allowed: set[str]) -> None:
 
 def add_model_api(app: FastAPI, service: Service, settings: Settings) -> None:
     """Health and models: what the page shows before any image (documented in /openapi.json)."""
+
     @app.get("/api/health", summary="Server status")
     def health() -> dict:
         """Version, the default model, the execution providers in use, and model runs so far."""
@@ -413,7 +408,9 @@ def add_segment_api(app: FastAPI, service: Service, settings: Settings) -> None:
         "requestBody": {
             "required": True,
             "description": "The image file itself (PNG, JPEG, BMP, TIFF, WebP, ...), not a form.",
-            "content": {"application/octet-stream": {"schema": {"type": "string", "format": "binary"}}},
+            "content": {
+                "application/octet-stream": {"schema": {"type": "string", "format": "binary"}}
+            },
         }
     }
 
@@ -423,7 +420,9 @@ def add_segment_api(app: FastAPI, service: Service, settings: Settings) -> None:
         model: str | None = Query(None, description="Model name (default: the server's)."),
         threshold: float | None = Query(None, description="0 < T < 1 (default: the model's)."),
         output: str = Query("json", description="json, mask, probability, overlay or image."),
-        store: bool = Query(True, description="Keep the result for /api/results (false for live frames)."),
+        store: bool = Query(
+            True, description="Keep the result for /api/results (false for live frames)."
+        ),
     ) -> Response:
         """Send the image as the body; get back the mask PNG, the probability map, an overlay, the
         decoded image, or the JSON `lvunet-infer --json` writes. The optional `X-Image-Name` header
@@ -472,4 +471,3 @@ def add_segment_api(app: FastAPI, service: Service, settings: Settings) -> None:
             media_type="application/zip",
             headers={"Content-Disposition": 'attachment; filename="lvunet-results.zip"'},
         )
-

@@ -9,7 +9,8 @@ from pathlib import Path
 
 import typer
 
-from lvunet_runtime.cli import EXIT_CODES_HELP, TTA_HELP, run_command, version_option
+from lvunet_runtime.cli import DEVICE_HELP, PRECISION_HELP, TTA_HELP, _providers
+from lvunet_runtime.command import EXIT_CODES_HELP, run_command, version_option
 from lvunet_runtime.errors import LVUNetRuntimeError
 from lvunet_runtime.image import DEFAULT_MAX_PIXELS
 
@@ -59,7 +60,10 @@ def bind(host: str, port: int) -> socket.socket:
 @serve_app.command(epilog=EXIT_CODES_HELP)
 def serve_command(
     model: str = typer.Option(
-        "polyp", "--model", "-m", help="Model the page starts with (bundled name or a --models-dir file)."
+        "polyp",
+        "--model",
+        "-m",
+        help="Model the page starts with (bundled name or a --models-dir file).",
     ),
     models_dir: Path | None = typer.Option(
         None, help="A folder of .onnx files to offer besides the bundled models (never uploads)."
@@ -72,6 +76,8 @@ def serve_command(
         [], help="Another Host header name to answer (e.g. this machine's DNS name); repeatable."
     ),
     provider: str | None = typer.Option(None, help="Execution provider, e.g. cpu, openvino, cuda."),
+    device: str | None = typer.Option(None, help=DEVICE_HELP),
+    precision: str | None = typer.Option(None, help=PRECISION_HELP),
     threads: int | None = typer.Option(None, min=1, help="ONNX Runtime intra-op threads."),
     tta: str = typer.Option("off", help=TTA_HELP),
     max_pixels: int = typer.Option(
@@ -90,21 +96,25 @@ def serve_command(
         from lvunet_runtime.serve.app import Settings, create_app
     except ImportError:
         raise LVUNetRuntimeError(f"lvunet-serve needs its extra: {INSTALL}") from None
-    from lvunet_runtime.cli import quiet_onnxruntime
+    from lvunet_runtime.console import quiet_onnxruntime
 
     quiet_onnxruntime()
     if models_dir is not None and not models_dir.is_dir():
         raise LVUNetRuntimeError(f"--models-dir {models_dir}: not a folder")
-    from lvunet_runtime.session import TTA_VIEWS
+    from lvunet_runtime.segmenter import TTA_VIEWS, SegmenterSpec
 
     if tta not in TTA_VIEWS:
         raise LVUNetRuntimeError(f"--tta must be one of {', '.join(TTA_VIEWS)}, not {tta!r}")
     settings = Settings(
         model=model,
         models_dir=models_dir,
-        providers=[p for p in provider.split(",") if p.strip()] if provider else None,
-        threads=threads,
-        tta=tta,
+        segmenter=SegmenterSpec(
+            providers=tuple(_providers(provider) or ()) or None,
+            threads=threads,
+            device=device,
+            precision=precision,
+            tta=tta,
+        ),
         max_pixels=max_pixels,
         max_upload_bytes=max_upload_mb << 20,
         allowed_hosts=allowed_hosts(host, allow_host),
@@ -153,4 +163,3 @@ def run_server(app, host: str, port: int, model: str) -> None:
 def main() -> None:
     """``lvunet-serve`` entry point."""
     sys.exit(run_command(serve_app, "lvunet-serve"))
-

@@ -1,167 +1,32 @@
-"""``Segmenter``: one ONNX Runtime session plus the model's own pre- and post-processing contract."""
+"""``Segmenter``: one ONNX Runtime session plus the model's own pre- and post-processing contract, and
+``SegmenterSpec``, the one description of a segmenter that every route opens (a local run, a Ray actor,
+the server's model cache), so every option reaches every route."""
 
 from __future__ import annotations
 
 import json
-import os
-from dataclasses import dataclass
+import tempfile
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import numpy as np
 import onnxruntime as ort
 
-from lvunet_runtime.contract import ModelContract
-from lvunet_runtime.errors import LVUNetRuntimeError, ModelError, ProviderError
+from lvunet_runtime.contract import ModelContract, check_threshold
+from lvunet_runtime.errors import LVUNetRuntimeError, ModelError, ProviderError, first_line
+from lvunet_runtime.model_files import resolve_model
 from lvunet_runtime.processing import (
     keep_largest_region,
     postprocess,
     resize_input,
     to_model_input,
 )
-
-MODELS_DIR = Path(__file__).parent / "models"
-DEFAULT_MODEL = "polyp"
-
-# Preferred order when nothing is asked for: accelerators first, CPU always last.
-DEFAULT_PROVIDER_ORDER = (
-    "TensorrtExecutionProvider",
-    "CUDAExecutionProvider",
-    "CoreMLExecutionProvider",
-    "DmlExecutionProvider",
-    "OpenVINOExecutionProvider",
-    "CPUExecutionProvider",
+from lvunet_runtime.providers import (
+    check_accelerator_options,
+    open_session,
+    provider_options,
+    resolve_providers,
 )
-PROVIDER_ALIASES = {
-    "cpu": "CPUExecutionProvider",
-    "cuda": "CUDAExecutionProvider",
-    "tensorrt": "TensorrtExecutionProvider",
-    "trt": "TensorrtExecutionProvider",
-    "coreml": "CoreMLExecutionProvider",
-    "directml": "DmlExecutionProvider",
-    "dml": "DmlExecutionProvider",
-    "openvino": "OpenVINOExecutionProvider",
-}
-
-
-OPENVINO_DEVICES = ("CPU", "GPU", "NPU", "AUTO")
-INFERENCE_PRECISIONS = ("fp32", "fp16", "bf16")
-INSTALL_HINTS = {
-    "OpenVINOExecutionProvider": "pip uninstall -y onnxruntime && pip install onnxruntime-openvino",
-    "CUDAExecutionProvider": "pip uninstall -y onnxruntime && pip install onnxruntime-gpu (NVIDIA GPU, CUDA 12)",
-    "TensorrtExecutionProvider": "onnxruntime-gpu plus NVIDIA TensorRT libraries",
-    "DmlExecutionProvider": "pip uninstall -y onnxruntime && pip install onnxruntime-directml (Windows)",
-    "CoreMLExecutionProvider": "included in onnxruntime's macOS wheels",
-}
-
-
-def provider_options(
-    name: str,
-    *,
-    device: str | None = None,
-    precision: str | None = None,
-    threads: int | None = None,
-) -> dict[str, str]:
-    """Options we pass to a provider.
-
-    CUDA: fast cuDNN algorithm choice. TensorRT: a persistent engine cache (building an engine takes
-    minutes), fp16 when asked. OpenVINO: the device (CPU, GPU, NPU, AUTO) and the inference precision
-    (bf16 through OpenVINO's ``INFERENCE_PRECISION_HINT``, which ONNX Runtime passes in ``load_config``;
-    fp16 through the EP's ``precision`` option, for GPUs and NPUs) and, when ``threads`` is set, its own
-    thread count (OpenVINO ignores ONNX Runtime's intra-op setting, so without it a folder run's model
-    would compete with the pipeline's decode and write threads).
-    """
-    if name == "CUDAExecutionProvider":
-        return {"cudnn_conv_algo_search": "HEURISTIC"}
-    if name == "TensorrtExecutionProvider":
-        cache = Path(
-            os.environ.get("LVUNET_TRT_CACHE", Path.home() / ".cache" / "lvunet" / "tensorrt")
-        )
-        options = {"trt_engine_cache_enable": "True", "trt_engine_cache_path": str(cache)}
-        return {**options, "trt_fp16_enable": "True"} if precision == "fp16" else options
-    if name == "OpenVINOExecutionProvider":
-        target = (device or "CPU").upper()
-        options = {"device_type": target}
-        if precision == "bf16":
-            options["load_config"] = json.dumps({target: {"INFERENCE_PRECISION_HINT": "bf16"}})
-        elif precision == "fp16":
-            options["precision"] = "FP16"
-        elif target in ("CPU", "GPU"):
-            options["precision"] = "FP32"
-        if threads is not None and target == "CPU":
-            options["num_of_threads"] = str(threads)
-        return options
-    return {}
-
-
-def check_accelerator_options(
-    providers: list[str], device: str | None, precision: str | None
-) -> None:
-    """``device`` and ``precision`` only where a requested provider takes them, with known values."""
-    if device is not None:
-        if "OpenVINOExecutionProvider" not in providers:
-            raise ProviderError(
-                "--device applies to the OpenVINO provider: add --provider openvino"
-            )
-        if device.upper() not in OPENVINO_DEVICES:
-            raise ProviderError(
-                f"--device must be one of {', '.join(OPENVINO_DEVICES)}, not {device!r}"
-            )
-    if precision is not None:
-        if precision not in INFERENCE_PRECISIONS:
-            raise ProviderError(
-                f"--precision must be one of {', '.join(INFERENCE_PRECISIONS)}, not {precision!r}"
-            )
-        takes = {"OpenVINOExecutionProvider", "TensorrtExecutionProvider"} & set(providers)
-        if precision != "fp32" and not takes:
-            raise ProviderError(
-                f"--precision {precision} applies to the OpenVINO (bf16, fp16) and TensorRT (fp16) "
-                "providers; the CPU provider computes in the model's own precision"
-            )
-
-
-def bundled_models() -> list[str]:
-    """Names of the models shipped inside this package."""
-    return sorted(p.stem for p in MODELS_DIR.glob("*.onnx"))
-
-
-def resolve_model(model: str | Path | None) -> Path:
-    """A bundled model name (default ``polyp``) or a path to an ``.onnx`` file."""
-    name = DEFAULT_MODEL if model is None else str(model)
-    bundled = MODELS_DIR / f"{name}.onnx"
-    if bundled.is_file() and not Path(name).suffix:
-        return bundled
-    path = Path(name)
-    if path.is_file():
-        return path
-    names = ", ".join(bundled_models()) or "none"
-    raise ModelError(
-        f"model {name!r} not found: give a path to an .onnx file or a bundled name ({names})"
-    )
-
-
-def resolve_providers(requested: list[str] | None) -> list[str]:
-    """Providers to ask ONNX Runtime for.
-
-    Nothing requested: every available provider of ``DEFAULT_PROVIDER_ORDER``, ending with CPU. An explicit
-    request (short names such as ``cuda`` or full names) must be available, else ProviderError listing
-    what is; there is no silent CPU fallback when a GPU was asked for.
-    """
-    available = ort.get_available_providers()
-    if not requested:
-        return [p for p in DEFAULT_PROVIDER_ORDER if p in available] or ["CPUExecutionProvider"]
-    resolved = []
-    for name in requested:
-        full = PROVIDER_ALIASES.get(name.strip().lower(), name.strip())
-        if full not in available:
-            short = {v: k for k, v in PROVIDER_ALIASES.items()}
-            listing = ", ".join(f"{short[p]} ({p})" if p in short else p for p in available)
-            raise ProviderError(
-                f"execution provider {name!r} is not available in this onnxruntime "
-                f"{ort.__version__}; available: {listing}"
-            )
-        resolved.append(full)
-    return resolved
-
 
 # Test-time augmentation: the input flips (NCHW axes) whose outputs, flipped back, are averaged with the
 # plain output. "h": the mirror image (2 model runs per image); "hv": also upside down and both (4 runs).
@@ -183,6 +48,30 @@ class Prepared:
     resized: np.ndarray  # (h, w, 3) uint8 RGB at the model's input size
     size: tuple[int, int]  # the image's own (height, width)
     image: np.ndarray | None = None  # the original RGB image, kept when asked (overlays)
+
+
+@dataclass(frozen=True)
+class SegmenterSpec:
+    """Everything that makes a segmenter, as plain values (picklable: Ray ships it to its actors).
+
+    ``model`` is a bundled name or an ``.onnx`` path; the others are :class:`Segmenter`'s options.
+    """
+
+    model: str | None = None
+    providers: tuple[str, ...] | None = None
+    threads: int | None = None
+    threshold: float | None = None
+    device: str | None = None
+    precision: str | None = None
+    tta: str = "off"
+
+    def open(self) -> Segmenter:
+        """A :class:`Segmenter` as described (checked and probed)."""
+        return Segmenter(**{**asdict(self), "providers": self.providers and list(self.providers)})
+
+    def with_(self, **changes) -> SegmenterSpec:
+        """A copy with some fields changed (e.g. another model, another thread count)."""
+        return replace(self, **changes)
 
 
 def _dims(node) -> list:
@@ -256,54 +145,45 @@ class Segmenter:
     ) -> None:
         if tta not in TTA_VIEWS:
             raise LVUNetRuntimeError(f"tta must be one of {', '.join(TTA_VIEWS)}, not {tta!r}")
-        self.tta = tta
-        self.path = resolve_model(model)
         if threads is not None and threads < 1:
             raise LVUNetRuntimeError(f"threads must be at least 1, not {threads}")
-        if threshold is not None and not 0.0 < float(threshold) < 1.0:
-            raise LVUNetRuntimeError(f"threshold must be between 0 and 1, not {threshold}")
+        if threshold is not None:
+            threshold = check_threshold(threshold)
+        self.spec = SegmenterSpec(
+            None if model is None else str(model),
+            None if providers is None else tuple(providers),
+            threads,
+            threshold,
+            device,
+            precision,
+            tta,
+        )
+        self.tta = tta
+        self.path = resolve_model(model)
         requested = resolve_providers(providers)
         check_accelerator_options(requested, device, precision)
         self.device, self.precision = device, precision
-        self.session = self._open_session(requested, threads, bool(providers))
+        self.session = open_session(
+            self.path, requested, device=device, precision=precision, threads=threads
+        )
+        self._check_providers(requested, explicit=bool(providers))
         metadata = self.session.get_modelmeta().custom_metadata_map
         self.contract = ModelContract.from_metadata(metadata, source=str(self.path))
         check_graph(self.session, self.contract, str(self.path))
-        self.threshold = self.contract.threshold if threshold is None else float(threshold)
+        self.threshold = self.contract.threshold if threshold is None else threshold
         self._probe()
 
-    def _open_session(
-        self, requested: list[str], threads: int | None, explicit: bool
-    ) -> ort.InferenceSession:
-        options = ort.SessionOptions()
-        options.log_severity_level = 3
-        if threads is not None:
-            options.intra_op_num_threads = threads
-        try:
-            session = ort.InferenceSession(
-                str(self.path),
-                options,
-                providers=requested,
-                provider_options=[
-                    provider_options(
-                        p, device=self.device, precision=self.precision, threads=threads
-                    )
-                    for p in requested
-                ],
-            )
-        except Exception as exc:  # onnxruntime raises its own pybind types for bad files
-            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-            raise ModelError(f"{self.path}: not a loadable ONNX model ({first[:200]})") from None
-        missing = [p for p in requested if p not in session.get_providers()]
-        if missing and explicit:  # never a silent fallback to what the user did not ask for
+    def _check_providers(self, requested: list[str], explicit: bool) -> None:
+        """Every provider asked for by name must have started: never a silent fallback."""
+        missing = [p for p in requested if p not in self.session.get_providers()]
+        if missing and explicit:
             settings = provider_options(missing[0], device=self.device, precision=self.precision)
             raise ProviderError(
                 f"ONNX Runtime could not start {missing[0]} with {settings or 'default options'} "
-                f"(it fell back to CPU: {', '.join(session.get_providers())}); check the device and "
+                f"(it fell back to CPU: {', '.join(self.session.get_providers())}); check the device and "
                 "precision (OpenVINO on a CPU takes fp32 or bf16, not fp16)"
             )
         self.fallback = missing  # in the default order: reported in the run summary
-        return session
 
     def node_placement(self) -> dict[str, int]:
         """How many graph nodes each execution provider runs, from one profiled run of the probe.
@@ -311,23 +191,14 @@ class Segmenter:
         A provider that takes the graph as one compiled subgraph (OpenVINO, TensorRT) counts as one node;
         nodes it leaves to the CPU show up under ``CPUExecutionProvider``.
         """
-        import tempfile
-
         contract = self.contract
         with tempfile.TemporaryDirectory() as folder:
-            options = ort.SessionOptions()
-            options.log_severity_level = 3
-            options.enable_profiling = True
-            options.profile_file_prefix = str(Path(folder) / "profile")
-            providers = self.session.get_providers()
-            session = ort.InferenceSession(
-                str(self.path),
-                options,
-                providers=providers,
-                provider_options=[
-                    provider_options(p, device=self.device, precision=self.precision)
-                    for p in providers
-                ],
+            session = open_session(
+                self.path,
+                self.session.get_providers(),
+                device=self.device,
+                precision=self.precision,
+                profile_prefix=str(Path(folder) / "profile"),
             )
             grey = np.full((1, contract.input_height, contract.input_width, 3), 128, np.uint8)
             session.run(
@@ -350,8 +221,9 @@ class Segmenter:
                 [contract.output_name], {contract.input_name: to_model_input(grey, contract)}
             )[0]
         except Exception as exc:  # onnxruntime's pybind errors: the graph cannot run as described
-            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-            raise ModelError(f"{self.path}: the probe run failed ({first[:200]})") from None
+            raise ModelError(
+                f"{self.path}: the probe run failed ({first_line(exc, 200)})"
+            ) from None
         expected = (1, 1, contract.input_height, contract.input_width)
         if output.shape != expected:
             raise ModelError(
@@ -405,7 +277,7 @@ class Segmenter:
     ) -> Prediction:
         """Stage 3: one image's model output -> probability and mask at the image's ``size``
         (thresholded at ``threshold``, default the segmenter's)."""
-        threshold = self.threshold if threshold is None else threshold
+        threshold = self.threshold if threshold is None else check_threshold(threshold)
         prob, mask = postprocess(output, size, threshold, self.contract.output_meaning)
         return Prediction(prob, keep_largest_region(mask) if keep_largest else mask)
 

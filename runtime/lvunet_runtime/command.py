@@ -1,0 +1,119 @@
+"""The command runner every console script of the project goes through (``lvunet-infer``, ``-eval``,
+``-bench``, ``-serve``, ``-train``, ``-export``): one error policy, one set of exit codes.
+
+Exit codes: 0 done; 1 refused, with one line saying what to fix (bad input, model, option or output); 2
+partly done (some inputs skipped, or a fault such as a full disk stopped the run: what was written stays,
+the line says what was not); 3 internal error (one line naming a log file that holds the traceback, or the
+traceback itself with ``--debug``); 130 interrupted. Commands raise; only :func:`run_command` turns an
+exception into a line and a code (an error's ``hint`` is appended). Process-wide settings (OpenCV/FFmpeg
+logging, Pillow's pixel limit, which ``--max-pixels`` replaces) are made here, never on import.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import tempfile
+import time
+import traceback
+from pathlib import Path
+
+import typer
+
+from lvunet_runtime.errors import LVUNetRuntimeError, describe_os_error, first_line
+
+EXIT_DONE, EXIT_REFUSED, EXIT_PARTIAL, EXIT_INTERNAL, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
+EXIT_CODES_HELP = (
+    "Exit codes: 0 done; 1 refused (one line says what to fix); 2 partly done (the line says what was "
+    "not); 3 internal error (one line names a log file with the traceback; --debug prints it); "
+    "130 interrupted."
+)
+
+
+def configure_process() -> None:
+    """Settings a command-line run wants and a library import must not make."""
+    # Keep FFmpeg's own console chatter (e.g. "moov atom not found") out of our one-line errors.
+    os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")
+    os.environ.setdefault("OPENCV_LOG_LEVEL", "ERROR")
+    from PIL import Image
+
+    Image.MAX_IMAGE_PIXELS = None  # load_image checks --max-pixels itself, with a message
+
+
+def _with_hint(message: str, exc: BaseException) -> str:
+    hint = getattr(exc, "hint", "")
+    return f"{message}; {hint}" if hint else message
+
+
+def _internal_error(program: str, exc: BaseException, debug: bool) -> int:
+    """Exit 3 with one line; the traceback goes to a log file (never into the user's --out)."""
+    text = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
+    if debug:
+        sys.stderr.write(text)
+        return EXIT_INTERNAL
+    folder = Path(tempfile.gettempdir()) / "lvunet-logs"
+    log = folder / f"{program}-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}.log"
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        log.write_text(f"{program} {' '.join(sys.argv[1:])}\n{text}")
+        where = f"traceback in {log}"
+    except OSError:
+        where = "no log could be written; rerun with --debug"
+    message = first_line(exc, 200) if str(exc).strip() else ""
+    typer.echo(
+        f"{program}: internal error: {type(exc).__name__}: {message} ({where}; please report it)",
+        err=True,
+    )
+    return EXIT_INTERNAL
+
+
+def run_command(app: typer.Typer, program: str, argv: list[str] | None = None) -> int:
+    """Run a typer app as one of our commands and return its exit code (see the module docstring).
+
+    Usage errors (unknown option, bad value) are refusals: one line, exit 1. ``--debug`` (any
+    position) shows the traceback of an internal error instead of logging it.
+    """
+    args = list(sys.argv[1:] if argv is None else argv)
+    debug = "--debug" in args
+    args = [a for a in args if a != "--debug"]
+    configure_process()
+    try:
+        code = app(args=args, prog_name=program, standalone_mode=False)
+    except LVUNetRuntimeError as exc:
+        typer.echo(f"{program}: error: {_with_hint(first_line(exc), exc)}", err=True)
+        return exc.exit_code
+    except KeyboardInterrupt as exc:
+        hint = getattr(exc, "hint", "") or "outputs written so far are complete"
+        typer.echo(f"{program}: interrupted; {hint}", err=True)
+        return EXIT_INTERRUPTED
+    except OSError as exc:
+        typer.echo(f"{program}: error: {_with_hint(describe_os_error(exc), exc)}", err=True)
+        return EXIT_PARTIAL
+    except Exception as exc:
+        if hasattr(exc, "format_message") and hasattr(exc, "exit_code"):  # click's usage errors
+            typer.echo(f"{program}: error: {exc.format_message()} (see {program} --help)", err=True)
+            return EXIT_REFUSED
+        return _internal_error(program, exc, debug)
+    return EXIT_DONE if code is None else int(code)
+
+
+def version_option(program: str, package: str = "lvunet_runtime"):
+    """A ``--version`` option for ``program`` that prints its version (and ONNX Runtime's) and exits."""
+
+    def show(value: bool) -> None:
+        if value:
+            import importlib
+
+            version = importlib.import_module(package).__version__
+            try:
+                from importlib.metadata import version as installed
+
+                ort = f"; onnxruntime {installed('onnxruntime')}"
+            except Exception:  # noqa: BLE001 - a missing or odd distribution only shortens the line
+                ort = ""
+            typer.echo(f"{program} {version} (Python {sys.version.split()[0]}{ort})")
+            raise typer.Exit(EXIT_DONE)
+
+    return typer.Option(
+        False, "--version", callback=show, is_eager=True, help="Print the version and exit."
+    )

@@ -1,0 +1,165 @@
+"""Execution providers: which ones to ask ONNX Runtime for, with which options, and the one place a
+session is opened (:func:`open_session`): never a silent fallback to a provider nobody asked for."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import onnxruntime as ort
+
+from lvunet_runtime.console import ORT_ERRORS_ONLY
+from lvunet_runtime.errors import ModelError, ProviderError, first_line
+
+# Preferred order when nothing is asked for: accelerators first, CPU always last.
+DEFAULT_PROVIDER_ORDER = (
+    "TensorrtExecutionProvider",
+    "CUDAExecutionProvider",
+    "CoreMLExecutionProvider",
+    "DmlExecutionProvider",
+    "OpenVINOExecutionProvider",
+    "CPUExecutionProvider",
+)
+PROVIDER_ALIASES = {
+    "cpu": "CPUExecutionProvider",
+    "cuda": "CUDAExecutionProvider",
+    "tensorrt": "TensorrtExecutionProvider",
+    "trt": "TensorrtExecutionProvider",
+    "coreml": "CoreMLExecutionProvider",
+    "directml": "DmlExecutionProvider",
+    "dml": "DmlExecutionProvider",
+    "openvino": "OpenVINOExecutionProvider",
+}
+
+
+OPENVINO_DEVICES = ("CPU", "GPU", "NPU", "AUTO")
+INFERENCE_PRECISIONS = ("fp32", "fp16", "bf16")
+INSTALL_HINTS = {
+    "OpenVINOExecutionProvider": "pip uninstall -y onnxruntime && pip install onnxruntime-openvino",
+    "CUDAExecutionProvider": "pip uninstall -y onnxruntime && pip install onnxruntime-gpu (NVIDIA GPU, CUDA 12)",
+    "TensorrtExecutionProvider": "onnxruntime-gpu plus NVIDIA TensorRT libraries",
+    "DmlExecutionProvider": "pip uninstall -y onnxruntime && pip install onnxruntime-directml (Windows)",
+    "CoreMLExecutionProvider": "included in onnxruntime's macOS wheels",
+}
+
+
+def provider_options(
+    name: str,
+    *,
+    device: str | None = None,
+    precision: str | None = None,
+    threads: int | None = None,
+) -> dict[str, str]:
+    """Options we pass to a provider.
+
+    CUDA: fast cuDNN algorithm choice. TensorRT: a persistent engine cache (building an engine takes
+    minutes), fp16 when asked. OpenVINO: the device (CPU, GPU, NPU, AUTO) and the inference precision
+    (bf16 through OpenVINO's ``INFERENCE_PRECISION_HINT``, which ONNX Runtime passes in ``load_config``;
+    fp16 through the EP's ``precision`` option, for GPUs and NPUs) and, when ``threads`` is set, its own
+    thread count (OpenVINO ignores ONNX Runtime's intra-op setting, so without it a folder run's model
+    would compete with the pipeline's decode and write threads).
+    """
+    if name == "CUDAExecutionProvider":
+        return {"cudnn_conv_algo_search": "HEURISTIC"}
+    if name == "TensorrtExecutionProvider":
+        cache = Path(
+            os.environ.get("LVUNET_TRT_CACHE", Path.home() / ".cache" / "lvunet" / "tensorrt")
+        )
+        options = {"trt_engine_cache_enable": "True", "trt_engine_cache_path": str(cache)}
+        return {**options, "trt_fp16_enable": "True"} if precision == "fp16" else options
+    if name == "OpenVINOExecutionProvider":
+        target = (device or "CPU").upper()
+        options = {"device_type": target}
+        if precision == "bf16":
+            options["load_config"] = json.dumps({target: {"INFERENCE_PRECISION_HINT": "bf16"}})
+        elif precision == "fp16":
+            options["precision"] = "FP16"
+        elif target in ("CPU", "GPU"):
+            options["precision"] = "FP32"
+        if threads is not None and target == "CPU":
+            options["num_of_threads"] = str(threads)
+        return options
+    return {}
+
+
+def check_accelerator_options(
+    providers: list[str], device: str | None, precision: str | None
+) -> None:
+    """``device`` and ``precision`` only where a requested provider takes them, with known values."""
+    if device is not None:
+        if "OpenVINOExecutionProvider" not in providers:
+            raise ProviderError(
+                "--device applies to the OpenVINO provider: add --provider openvino"
+            )
+        if device.upper() not in OPENVINO_DEVICES:
+            raise ProviderError(
+                f"--device must be one of {', '.join(OPENVINO_DEVICES)}, not {device!r}"
+            )
+    if precision is not None:
+        if precision not in INFERENCE_PRECISIONS:
+            raise ProviderError(
+                f"--precision must be one of {', '.join(INFERENCE_PRECISIONS)}, not {precision!r}"
+            )
+        takes = {"OpenVINOExecutionProvider", "TensorrtExecutionProvider"} & set(providers)
+        if precision != "fp32" and not takes:
+            raise ProviderError(
+                f"--precision {precision} applies to the OpenVINO (bf16, fp16) and TensorRT (fp16) "
+                "providers; the CPU provider computes in the model's own precision"
+            )
+
+
+def resolve_providers(requested: list[str] | None) -> list[str]:
+    """Providers to ask ONNX Runtime for.
+
+    Nothing requested: every available provider of ``DEFAULT_PROVIDER_ORDER``, ending with CPU. An explicit
+    request (short names such as ``cuda`` or full names) must be available, else ProviderError listing
+    what is; there is no silent CPU fallback when a GPU was asked for.
+    """
+    available = ort.get_available_providers()
+    if not requested:
+        return [p for p in DEFAULT_PROVIDER_ORDER if p in available] or ["CPUExecutionProvider"]
+    resolved = []
+    for name in requested:
+        full = PROVIDER_ALIASES.get(name.strip().lower(), name.strip())
+        if full not in available:
+            short = {v: k for k, v in PROVIDER_ALIASES.items()}
+            listing = ", ".join(f"{short[p]} ({p})" if p in short else p for p in available)
+            raise ProviderError(
+                f"execution provider {name!r} is not available in this onnxruntime "
+                f"{ort.__version__}; available: {listing}"
+            )
+        resolved.append(full)
+    return resolved
+
+
+def open_session(
+    path: Path,
+    providers: list[str],
+    *,
+    device: str | None = None,
+    precision: str | None = None,
+    threads: int | None = None,
+    profile_prefix: str | None = None,
+) -> ort.InferenceSession:
+    """An ONNX Runtime session of ``path`` on ``providers`` with our options for each.
+
+    Raises:
+        ModelError: the file is not a loadable ONNX model (the first line of ONNX Runtime's reason).
+    """
+    options = ort.SessionOptions()
+    options.log_severity_level = ORT_ERRORS_ONLY
+    if threads is not None:
+        options.intra_op_num_threads = threads
+    if profile_prefix is not None:
+        options.enable_profiling = True
+        options.profile_file_prefix = profile_prefix
+    settings = [
+        provider_options(p, device=device, precision=precision, threads=threads) for p in providers
+    ]
+    try:
+        return ort.InferenceSession(
+            str(path), options, providers=providers, provider_options=settings
+        )
+    except Exception as exc:  # onnxruntime raises its own pybind types for bad files
+        raise ModelError(f"{path}: not a loadable ONNX model ({first_line(exc, 200)})") from None

@@ -1,0 +1,211 @@
+"""Videos: decoded by a reader thread, segmented through the pipeline, drawn and encoded by an encoder
+thread, frames in order; an overlay video and a per-frame CSV per input."""
+
+from __future__ import annotations
+
+import csv
+import io
+import queue
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import ExitStack
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import cv2
+import numpy as np
+
+from lvunet_runtime.console import quiet_stderr
+from lvunet_runtime.errors import ImageError
+from lvunet_runtime.outputs import frame_stats, overlay
+from lvunet_runtime.pipeline import run_pipeline
+from lvunet_runtime.progress import Meter
+from lvunet_runtime.segmenter import Prepared, Segmenter
+from lvunet_runtime.writer import OutputGuard
+
+if TYPE_CHECKING:
+    from lvunet_runtime.plan import InferOptions, Job
+    from lvunet_runtime.records import RunSummary
+
+# Overlay video formats, all encoded by OpenCV's own FFmpeg (LGPL build in the opencv wheels) with
+# libvpx (BSD): WebM VP8/VP9 play in every current browser and in Windows' default player; mp4v (MPEG-4
+# Part 2) plays in desktop players but not in browsers. H.264 would need x264, which is GPL (PyAV's
+# wheels bundle it), so it is not offered. Encode speed of real 640x480 endoscopy frames on the 2-core
+# test machine: mp4v about 270 frames/s, vp8 9-12, vp9 3-4 (OpenCV exposes no libvpx speed setting), so
+# mp4v is the default and the browser formats are asked for.
+VIDEO_CODECS = {"vp8": ("VP80", ".webm"), "vp9": ("VP90", ".webm"), "mp4v": ("mp4v", ".mp4")}
+
+
+def _frames(capture: cv2.VideoCapture, depth: int = 4) -> Iterator[np.ndarray]:
+    """Decoded RGB frames, read ahead by a thread of their own into a bounded queue (decoding overlaps
+    the model); the reader stops when the consumer does."""
+    frames: queue.Queue = queue.Queue(maxsize=depth)
+    stop = threading.Event()
+
+    def read() -> None:
+        try:
+            while not stop.is_set():
+                ok, bgr = capture.read()
+                if not ok:
+                    break
+                _put(frames, cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB), stop)
+        finally:
+            _put(frames, None, stop)
+
+    reader = threading.Thread(target=read, daemon=True)
+    reader.start()
+    try:
+        while (frame := frames.get()) is not None:
+            yield frame
+    finally:
+        stop.set()
+        reader.join()
+
+
+def _put(target: queue.Queue, item, stop: threading.Event) -> None:
+    while not stop.is_set():
+        try:
+            target.put(item, timeout=0.1)
+            return
+        except queue.Full:
+            continue
+
+
+class _Encoder:
+    """Encodes finished frames on a thread of its own (bounded queue), so encoding overlaps the model."""
+
+    def __init__(self, path: Path, fourcc: str, fps: float, codec: str, depth: int = 4) -> None:
+        self.path, self.fourcc, self.fps, self.codec = path, fourcc, fps, codec
+        self.frames: queue.Queue = queue.Queue(maxsize=depth)
+        self.error: BaseException | None = None
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
+
+    def _run(self) -> None:
+        writer = None
+        try:
+            while (view := self.frames.get()) is not None:
+                if writer is None:
+                    writer = _video_writer(
+                        self.path, self.fourcc, self.fps, view.shape[1::-1], self.codec
+                    )
+                writer.write(view)
+        except BaseException as exc:  # reported by close() on the calling thread
+            self.error = exc
+            while self.frames.get() is not None:  # keep draining so the producer never blocks
+                pass
+        finally:
+            if writer is not None:
+                writer.release()
+
+    def write(self, view: np.ndarray) -> None:
+        self.frames.put(view)
+
+    def __enter__(self) -> _Encoder:
+        return self
+
+    def __exit__(self, kind, error, trace) -> None:
+        """Finish the file (raising the encoder's error) when the block succeeded; otherwise only stop
+        the encoder thread (the block's own error is the one that matters)."""
+        if kind is None:
+            self.close()
+        elif self.thread.is_alive():
+            self.frames.put(None)
+            self.thread.join()
+
+    def close(self) -> None:
+        self.frames.put(None)
+        self.thread.join()
+        if self.error is not None:
+            raise self.error
+
+
+def overlay_frames(segmenter: Segmenter, keep_largest: bool):
+    """A pipeline ``finish`` step for video: (BGR overlay frame, region statistics, ms since load)."""
+
+    def finish(
+        frame: np.ndarray, prepared: Prepared, output: np.ndarray
+    ) -> tuple[np.ndarray, dict]:
+        prediction = segmenter.finish(output, prepared.size, keep_largest=keep_largest)
+        stats = frame_stats(prediction.mask)
+        return cv2.cvtColor(overlay(frame, prediction.mask), cv2.COLOR_RGB2BGR), stats
+
+    return finish
+
+
+def run_video(
+    segmenter: Segmenter, job: Job, options: InferOptions, guard: OutputGuard, summary: RunSummary
+) -> None:
+    """Overlay video ``<stem>_overlay.mp4`` (or ``.webm``) and per-frame CSV ``<stem>_frames.csv``.
+
+    Decoding (a reader thread), the model (this thread), overlays and region statistics (the pipeline's
+    writer threads) and encoding (an encoder thread) overlap; frames stay in order. The video is encoded
+    into a temporary file beside its target and renamed into place only when complete.
+    """
+    path = job.source
+    capture = cv2.VideoCapture(str(path))
+    if not capture.isOpened():
+        raise ImageError(f"{path}: not a readable video")
+    out_video, out_csv = job.outputs.get("video"), job.outputs.get("csv")
+    fourcc, extension = VIDEO_CODECS[options.video_codec]
+    start = time.perf_counter()
+    try:
+        with ExitStack() as stack:
+            encoder = None
+            if out_video is not None:  # only the CSV missing: nothing to encode
+                tmp_video = stack.enter_context(guard.writing(out_video, extension))
+                fps = capture.get(cv2.CAP_PROP_FPS) or 25.0
+                encoder = stack.enter_context(_Encoder(tmp_video, fourcc, fps, options.video_codec))
+            rows, frames = _segment_frames(segmenter, capture, encoder, options, path)
+    finally:
+        capture.release()
+    if out_csv is not None:
+        guard.write(out_csv, rows.encode())
+    summary.videos += 1
+    summary.frames += frames
+    summary.video_seconds += time.perf_counter() - start
+
+
+def _segment_frames(
+    segmenter: Segmenter, capture, encoder: _Encoder | None, options: InferOptions, path: Path
+) -> tuple[str, int]:
+    """Every frame through the pipeline, its overlay to ``encoder``; the per-frame CSV's text and the
+    number of frames."""
+    rows = io.StringIO()
+    table = csv.writer(rows)
+    table.writerow(["frame", "area_px", "area_fraction", "regions", "ms"])
+    frames, last = 0, time.perf_counter()
+    outcomes = run_pipeline(
+        segmenter,
+        _frames(capture),
+        lambda frame: segmenter.prepare(frame, keep_image=False),
+        overlay_frames(segmenter, options.keep_largest),
+        workers=max(2, options.workers),
+    )
+    total = int(capture.get(cv2.CAP_PROP_FRAME_COUNT) or 0)
+    with Meter(total, options.progress, "frames") as meter:
+        for outcome in outcomes:
+            if outcome.error is not None:
+                raise ImageError(f"{path}: frame {frames}: {outcome.error}")
+            view, stats = outcome.result
+            if encoder is not None:
+                encoder.write(view)
+            now = time.perf_counter()
+            area = f"{stats['area_fraction']:.6f}"
+            ms = f"{(now - last) * 1e3:.2f}"
+            table.writerow([frames, stats["area_px"], area, stats["regions"], ms])
+            last, frames = now, frames + 1
+            meter.advance()
+        outcomes.close()
+    if frames == 0:
+        raise ImageError(f"{path}: no frames could be decoded")
+    return rows.getvalue(), frames
+
+
+def _video_writer(path: Path, fourcc: str, fps: float, size: tuple[int, int], codec: str):
+    with quiet_stderr():
+        writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*fourcc), fps, size)
+    if not writer.isOpened():
+        raise ImageError(f"this OpenCV build cannot encode {codec} video; use --video-codec mp4v")
+    return writer
