@@ -76,14 +76,14 @@ test-newest:
 test-lowest:
 	$(call runtime_env,$(PYTHON_OLDEST),constraints-lowest.txt,lowest,3.10,PYTHON_OLDEST)
 
-# Ray's tests live in tests/ray/check_ray.py (not collected by the main suite, where Ray is absent).
+# Ray's tests live in tests/ray/ (marker ray; the main suite, where Ray is absent, does not collect them).
 .venv-ray/.installed: runtime/pyproject.toml constraints.txt $(RUNTIME_FILES)
 	$(PYTHON) -m venv .venv-ray
 	.venv-ray/bin/python -m pip install -q -c constraints.txt './runtime[ray]' pytest
 	touch $@
 
 test-ray: .venv-ray/.installed
-	.venv-ray/bin/python -m pytest tests/ray/check_ray.py -p no:cacheprovider -W ignore::UserWarning
+	.venv-ray/bin/python -m pytest -m ray tests/ray -p no:cacheprovider -W ignore::UserWarning
 
 # onnxruntime-openvino provides the same `onnxruntime` module as onnxruntime, so it cannot sit beside it:
 # the runtime goes in without its dependencies, then its dependencies with onnxruntime-openvino.
@@ -94,7 +94,7 @@ test-ray: .venv-ray/.installed
 	touch $@
 
 test-openvino: .venv-openvino/.installed
-	.venv-openvino/bin/python -m pytest tests/openvino/check_openvino.py -p no:cacheprovider
+	.venv-openvino/bin/python -m pytest -m openvino tests/openvino -p no:cacheprovider
 
 # The browser test drives Debian's own chromium through Debian's chromedriver (same version, from apt);
 # browser downloads by test libraries (Selenium Manager, playwright install) cannot work on these machines.
@@ -108,7 +108,7 @@ chromium-installed:
 	fi
 
 test-browser: $(VENV)/.installed chromium-installed
-	$(VENV)/bin/python -m pytest tests/browser/check_browser.py -p no:cacheprovider
+	$(VENV)/bin/python -m pytest -m browser tests/browser -p no:cacheprovider
 
 $(DEMO_VENV)/.installed: runtime/pyproject.toml $(RUNTIME_FILES)
 	$(PYTHON) -m venv $(DEMO_VENV)

@@ -5,9 +5,26 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import re
+
 import pytest
 
 from tests.helpers import DATA
+
+# Markers of the extra environments: their test folders (tests/<marker>/) import what only those venvs
+# have, so they are collected only when a -m expression asks for the marker (not under "not ray").
+EXTRA_ENVIRONMENTS = ("ray", "openvino", "browser")
+
+
+def _selected_markers(config) -> set[str]:
+    expression = config.getoption("markexpr") or ""
+    return set(re.findall(r"(?<!not )\b(\w+)\b", expression)) - {"not", "and", "or"}
+
+
+def pytest_ignore_collect(collection_path, config):
+    if collection_path.parent == Path(__file__).parent and collection_path.name in EXTRA_ENVIRONMENTS:
+        return collection_path.name not in _selected_markers(config)
+    return None
 
 
 @pytest.fixture

@@ -10,6 +10,8 @@ from lvunet_runtime.metrics import confusion_counts, per_image_scores
 
 from tests.helpers import DATA, cli
 
+pytestmark = pytest.mark.openvino
+
 IMAGES = sorted((DATA / "images").glob("*.jpg"))
 
 

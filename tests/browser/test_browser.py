@@ -29,6 +29,8 @@ from selenium.webdriver.support.ui import Select, WebDriverWait
 
 from tests.helpers import BUSI_IMAGE, DATA, cli, start_serve
 
+pytestmark = pytest.mark.browser
+
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 CHROMEDRIVER = shutil.which("chromedriver") or "/usr/bin/chromedriver"
 POLYPS = sorted((DATA / "images").glob("kvasir-seg__*.jpg"))[:2]

@@ -1,13 +1,16 @@
 """lvunet-infer --ray on a local Ray cluster with 2 actors: the same files as a plain run, failures per
-file, reruns skip. Runs in its own environment (`make test-ray`: the runtime + ray[data]); the file name
-keeps it out of the main suite's collection, where Ray is not installed."""
+file, reruns skip. Runs in its own environment (`make test-ray`: the runtime + ray[data]), selected by the ``ray`` marker
+(``pytest -m ray``); the main suite, where Ray is not installed, does not collect it."""
 
 import json
 import shutil
 
+import pytest
 import ray
 
 from tests.helpers import DATA, checksums, cli
+
+pytestmark = pytest.mark.ray
 
 
 def _outputs(out):

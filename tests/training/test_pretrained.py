@@ -8,7 +8,7 @@ import torch
 
 from lvunet_edge import LVUNetConfig, WeightsError, build_model, load_mobilenet_v3_weights
 
-MANIFEST = Path(__file__).parent / "data" / "torchvision-mobilenet_v3_large-keys.json"
+MANIFEST = Path(__file__).parents[1] / "data" / "torchvision-mobilenet_v3_large-keys.json"
 
 
 def _torchvision_state_dict() -> dict[str, torch.Tensor]:
