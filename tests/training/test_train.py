@@ -185,3 +185,24 @@ def test_every_train_option_reaches_the_config():
     )  # fmt: skip
     assert (config.data, config.out, config.epochs, config.multi_scale) == ("d", "o", 7, True)
     assert (config.distill, config.distill_weight, config.distill_sha256) == ("t.pt", 0.3, None)
+
+
+def test_option_defaults_are_the_config_defaults_and_the_threshold_reaches_the_contract():
+    """Each lvunet-train option's default is its TrainConfig field's (written once), and --threshold
+    becomes the contract's threshold, the one export and the runtime apply."""
+    import inspect
+    from dataclasses import MISSING, fields
+
+    from lvunet_edge.cli import train_command
+    from lvunet_edge.config import TrainConfig, training_contract
+
+    parameters = inspect.signature(train_command).parameters
+    for field in fields(TrainConfig):
+        if field.name in parameters and field.default is not MISSING:
+            option_default = parameters[field.name].default.default
+            assert str(option_default) == str(field.default), field.name
+    assert training_contract(TrainConfig(data="d")).threshold == 0.5
+    contract = training_contract(TrainConfig(data="d", threshold=0.35))
+    assert contract.threshold == 0.35 and contract.input_size == (256, 256)
+    with pytest.raises(Exception, match="threshold must be a number strictly between 0 and 1"):
+        TrainConfig(data="d", threshold=1.0)

@@ -1,0 +1,294 @@
+"""Mutation check: break the code on purpose and show that a test fails for each break.
+
+Every mutation names one edit (a text that occurs exactly once in one source file, and what replaces it)
+and the test modules that guard it. For each, the edit is made, only those modules run (``pytest -x``),
+and the edit is undone; a mutation is *caught* when pytest fails. The script exits 1 if any mutation
+survives (or no longer applies because its text moved), so it can be rerun after any change:
+
+    .venv/bin/python tests/mutations.py            # all mutations, about 4 minutes on 2 cores
+    .venv/bin/python tests/mutations.py threshold  # those whose name contains "threshold"
+
+Not part of ``make test``: each mutation reruns its modules, so the whole list costs minutes. Files are
+edited in place and always restored (also on Ctrl-C); run it on a clean tree.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+RUNTIME = "runtime/lvunet_runtime"
+
+
+@dataclass(frozen=True)
+class Mutation:
+    name: str
+    file: str
+    old: str
+    new: str
+    tests: tuple[str, ...]
+
+
+MUTATIONS = [
+    # --- the contract's preprocessing -------------------------------------------------------------
+    Mutation(
+        "interpolation: always bilinear instead of the contract's",
+        f"{RUNTIME}/processing.py",
+        "interpolation=INTERPOLATION_FLAGS[contract.resize_interpolation])",
+        "interpolation=cv2.INTER_LINEAR)",
+        ("tests/runtime/test_segmenter.py",),
+    ),
+    Mutation(
+        "channel order: BGR models fed RGB",
+        f"{RUNTIME}/processing.py",
+        'return [0, 1, 2] if contract.channel_order == "RGB" else [2, 1, 0]',
+        "return [0, 1, 2]",
+        ("tests/test_contract_flow.py",),
+    ),
+    Mutation(
+        "mean/std: mean not subtracted",
+        f"{RUNTIME}/processing.py",
+        "shift = np.asarray(contract.mean, np.float32) / std",
+        "shift = np.zeros(3, np.float32) / std",
+        ("tests/runtime/test_segmenter.py",),
+    ),
+    Mutation(
+        "mean/std: std ignored",
+        f"{RUNTIME}/processing.py",
+        "scale = np.float32(contract.pixel_scale) / std",
+        "scale = np.float32(contract.pixel_scale) / np.float32(1.0)",
+        ("tests/runtime/test_segmenter.py",),
+    ),
+    # --- post-processing and the threshold --------------------------------------------------------
+    Mutation(
+        "threshold: the mask ignores the threshold asked for (always 0.5)",
+        f"{RUNTIME}/processing.py",
+        "return prob, prob > threshold",
+        "return prob, prob > 0.5",
+        ("tests/export/test_export.py",),
+    ),
+    Mutation(
+        "threshold: training and export binarise logits at 0 whatever the contract says",
+        f"{RUNTIME}/processing.py",
+        "return float(np.log(threshold / (1.0 - threshold)))",
+        "return 0.0",
+        ("tests/export/test_export.py",),
+    ),
+    Mutation(
+        "threshold: range check lets 1.0 through",
+        f"{RUNTIME}/contract.py",
+        "if not _is_number(value) or not 0 < value < 1:",
+        "if not _is_number(value) or not 0 < value <= 1:",
+        ("tests/runtime/test_contract.py",),
+    ),
+    Mutation(
+        "post-processing order: threshold first, then resize the mask",
+        f"{RUNTIME}/processing.py",
+        """    if prob.shape != (height, width):
+        prob = cv2.resize(prob, (width, height), interpolation=cv2.INTER_LINEAR)
+    return prob, prob > threshold""",
+        """    mask = prob > threshold
+    if prob.shape != (height, width):
+        prob = cv2.resize(prob, (width, height), interpolation=cv2.INTER_LINEAR)
+        mask = cv2.resize(mask.astype(np.uint8), (width, height), interpolation=cv2.INTER_NEAREST) > 0
+    return prob, mask""",
+        ("tests/export/test_export.py",),
+    ),
+    Mutation(
+        "keep-largest: keeps every region",
+        f"{RUNTIME}/processing.py",
+        "    if count <= 2:\n        return mask",
+        "    if count <= 200000:\n        return mask",
+        ("tests/runtime/test_segmenter.py",),
+    ),
+    Mutation(
+        "test-time augmentation: views not flipped back",
+        f"{RUNTIME}/segmenter.py",
+        "total = total + np.flip(flipped, [axis - 1 for axis in axes])",
+        "total = total + flipped",
+        ("tests/runtime/test_segmenter.py",),
+    ),
+    # --- fusion ------------------------------------------------------------------------------------
+    Mutation(
+        "fusion: BatchNorm eps dropped",
+        "lvunet_edge/fusion.py",
+        "std = torch.sqrt(bn.running_var.to(weight.dtype) + bn.eps)",
+        "std = torch.sqrt(bn.running_var.to(weight.dtype))",
+        ("tests/training/test_fusion.py",),
+    ),
+    Mutation(
+        "fusion: 1x1 composition in the wrong order",
+        "lvunet_edge/fusion.py",
+        "bias = m2 @ b1 + b2",
+        "bias = b1.sum() + b2",
+        ("tests/training/test_fusion.py",),
+    ),
+    Mutation(
+        "deep training: the slope schedule stops short of 1",
+        "lvunet_edge/reparam.py",
+        "return 1.0",
+        "return 0.999",
+        ("tests/training/test_reparam.py",),
+    ),
+    # --- masks, metrics, data ----------------------------------------------------------------------
+    Mutation(
+        "mask rule: 8-bit masks binarised at > 0 instead of half their range",
+        f"{RUNTIME}/data.py",
+        "return array > top // 2, f\">{top // 2}\"",
+        "return array > 0, f\">{top // 2}\"",
+        ("tests/runtime/test_data.py",),
+    ),
+    Mutation(
+        "metrics: Dice computed as IoU",
+        f"{RUNTIME}/metrics.py",
+        "dice = np.where(empty, 1.0, 2 * tp / np.maximum(2 * tp + fp + fn, 1))",
+        "dice = np.where(empty, 1.0, tp / np.maximum(union, 1))",
+        ("tests/runtime/test_data.py",),
+    ),
+    Mutation(
+        "metrics: an empty mask with an empty prediction scores 0",
+        f"{RUNTIME}/metrics.py",
+        "iou = np.where(empty, 1.0, tp / np.maximum(union, 1))",
+        "iou = np.where(empty, 0.0, tp / np.maximum(union, 1))",
+        ("tests/runtime/test_data.py",),
+    ),
+    # --- writer, records, run planning -------------------------------------------------------------
+    Mutation(
+        "writer: inputs may be written over",
+        f"{RUNTIME}/writer.py",
+        "        if key in self.inputs:\n",
+        "        if False:\n",
+        ("tests/runtime/test_writer.py",),
+    ),
+    Mutation(
+        "writer: files keep mkstemp's private mode 0600",
+        f"{RUNTIME}/writer.py",
+        "        os.chmod(tmp, file_mode())\n",
+        "",
+        ("tests/runtime/test_writer.py",),
+    ),
+    Mutation(
+        "writer: not atomic (a failed write leaves its temporary)",
+        f"{RUNTIME}/writer.py",
+        "    finally:\n        tmp.unlink(missing_ok=True)",
+        "    finally:\n        pass",
+        ("tests/runtime/test_writer.py",),
+    ),
+    Mutation(
+        "records: a rerun with other settings is not refused",
+        f"{RUNTIME}/records.py",
+        "if previous.get(key) != value and not options.overwrite:",
+        "if False:",
+        ("tests/runtime/test_cli.py",),
+    ),
+    Mutation(
+        "records: the outputs of earlier runs are forgotten",
+        f"{RUNTIME}/records.py",
+        '"outputs": sorted(previous | created),',
+        '"outputs": sorted(created),',
+        ("tests/test_corpus.py",),
+    ),
+    Mutation(
+        "run planning: two inputs may write the same output names",
+        f"{RUNTIME}/plan.py",
+        "if len(group) > 1 and len(suffixes) < len(group):",
+        "if False:",
+        ("tests/test_corpus.py",),
+    ),
+    Mutation(
+        "faults: a full disk no longer stops the run",
+        f"{RUNTIME}/errors.py",
+        "    return code in STOPPING_ERRNOS",
+        "    return False",
+        ("tests/runtime/test_distributed.py",),
+    ),
+    Mutation(
+        "Ray: actors lose --keep-largest",
+        f"{RUNTIME}/distributed.py",
+        'keep_largest=self.options["keep_largest"],',
+        "keep_largest=False,",
+        ("tests/runtime/test_distributed.py",),
+    ),
+    Mutation(
+        "segmenter spec: the threshold does not reach a segmenter opened from its spec",
+        f"{RUNTIME}/segmenter.py",
+        'return Segmenter(**{**asdict(self), "providers": self.providers and list(self.providers)})',
+        'return Segmenter(**{**asdict(self), "threshold": None, "providers": self.providers and list(self.providers)})',
+        ("tests/runtime/test_distributed.py",),
+    ),
+    Mutation(
+        "pipeline: results handed back in completion order",
+        f"{RUNTIME}/pipeline.py",
+        "            yield _outcome(*finishing.popleft())\n        while finishing:",
+        "            yield _outcome(*finishing.pop())\n        while finishing:",
+        ("tests/runtime/test_pipeline.py",),
+    ),
+    Mutation(
+        "command runner: refusals exit 0",
+        f"{RUNTIME}/command.py",
+        "        return exc.exit_code\n",
+        "        return 0\n",
+        ("tests/runtime/test_cli.py",),
+    ),
+    Mutation(
+        "first line: an empty message gives an empty line",
+        f"{RUNTIME}/errors.py",
+        "    return type(exc).__name__",
+        '    return ""',
+        ("tests/runtime/test_errors.py",),
+    ),
+    Mutation(
+        "training: the contract's threshold is not the one asked for",
+        "lvunet_edge/config.py",
+        "        threshold=config.threshold,",
+        "",
+        ("tests/training/test_train.py",),
+    ),
+    Mutation(
+        "checkpoints: loaded without weights_only",
+        "lvunet_edge/checkpoint.py",
+        "map_location=map_location, weights_only=True",
+        "map_location=map_location, weights_only=False",
+        ("tests/training/test_checkpoint.py",),
+    ),
+]
+
+
+def run(mutation: Mutation) -> tuple[str, float]:
+    """``caught``, ``SURVIVED`` or ``NOT APPLIED``, and the seconds it took."""
+    path = ROOT / mutation.file
+    original = path.read_text()
+    if original.count(mutation.old) != 1:
+        return "NOT APPLIED", 0.0
+    started = time.perf_counter()
+    try:
+        path.write_text(original.replace(mutation.old, mutation.new))
+        result = subprocess.run(
+            [sys.executable, "-m", "pytest", "-x", "-q", "-p", "no:cacheprovider", *mutation.tests],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+        )
+    finally:
+        path.write_text(original)
+    return ("caught" if result.returncode != 0 else "SURVIVED"), time.perf_counter() - started
+
+
+def main(argv: list[str]) -> int:
+    chosen = [m for m in MUTATIONS if not argv or any(a in m.name for a in argv)]
+    width = max(len(m.name) for m in chosen)
+    bad = 0
+    for mutation in chosen:
+        verdict, seconds = run(mutation)
+        bad += verdict != "caught"
+        print(f"{mutation.name:<{width}}  {verdict:<11} {seconds:5.1f} s  {' '.join(mutation.tests)}")
+    print(f"{len(chosen) - bad} of {len(chosen)} mutations caught")
+    return 1 if bad else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
