@@ -16,13 +16,14 @@ import argparse
 import hashlib
 import json
 import os
-import platform
 import subprocess
 import sys
 import tempfile
 import threading
 import time
 from pathlib import Path
+
+from timing import machine_header
 
 INFER = [sys.executable, "-c", "from lvunet_runtime.cli import infer_main; infer_main()"]
 
@@ -67,7 +68,7 @@ def _ours(roots: set[int]) -> set[int]:
 
 def run(commands: list[list[str]]) -> dict:
     """Start ``commands`` together; wall time and peak summed memory until all have exited."""
-    start = time.perf_counter()
+    start = time.perf_counter()  # a whole multi-process run, sampled while it goes
     procs = [
         subprocess.Popen(c, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         for c in commands
@@ -178,16 +179,7 @@ def main() -> None:
         results[name]["overhead_ms_per_image_vs_plain"] = (
             (results[name]["wall_s"] - plain) / count * 1e3
         )
-    report = {
-        "images": count,
-        "machine": {
-            "cpu": platform.processor() or platform.machine(),
-            "cores": os.cpu_count(),
-            "python": platform.python_version(),
-        },
-        "command": " ".join(sys.argv),
-        "results": results,
-    }
+    report = machine_header(images=count, results=results)
     args.json.parent.mkdir(parents=True, exist_ok=True)
     args.json.write_text(json.dumps(report, indent=1) + "\n")
 

@@ -29,7 +29,7 @@ from pathlib import Path  # noqa: E402
 import numpy as np  # noqa: E402
 import onnxruntime as ort  # noqa: E402
 import torch  # noqa: E402
-from lvunet_runtime.bench import machine_info  # noqa: E402
+from timing import interleaved, machine_header  # noqa: E402
 
 from lvunet_edge import count_macs, count_parameters, load_checkpoint, reparameterize_model  # noqa: E402
 
@@ -37,13 +37,8 @@ from lvunet_edge import count_macs, count_parameters, load_checkpoint, reparamet
 def gemm_rate(size: int = 2048, runs: int = 10) -> float:
     a = np.random.default_rng(0).standard_normal((size, size), dtype=np.float32)
     b = np.random.default_rng(1).standard_normal((size, size), dtype=np.float32)
-    a @ b
-    times = []
-    for _ in range(runs):
-        start = time.perf_counter()
-        a @ b
-        times.append(time.perf_counter() - start)
-    return 2 * size**3 / statistics.median(times)
+    timed = interleaved({"gemm": lambda: a @ b}, rounds=1, runs=runs, warmup=1)["gemm"]
+    return 2 * size**3 / (timed["median_ms"] / 1e3)
 
 
 def export(model: torch.nn.Module, path: Path) -> None:
@@ -130,39 +125,39 @@ def main() -> None:
 
         calls["torch eager, trained form"] = eager(trained)
         calls["torch eager, fused"] = eager(fused)
-        rates, samples = [], {name: [] for name in calls}
-        rounds = {name: [] for name in calls}
-        for _ in range(args.rounds):
+        rates: list[float] = []
+
+        def measure_gemm() -> None:  # the compute bound, measured between the rounds
             rates.append(gemm_rate())
             time.sleep(0.2)
-            for name, call in calls.items():
-                for _ in range(5):
-                    call()
-                times = []
-                for _ in range(args.runs):
-                    start = time.perf_counter()
-                    call()
-                    times.append((time.perf_counter() - start) * 1e3)
-                samples[name] += times
-                rounds[name].append(statistics.median(times))
+
+        timed = interleaved(
+            calls,
+            rounds=args.rounds,
+            runs=args.runs,
+            warmup=5,
+            warmup_each_round=True,
+            before_round=measure_gemm,
+        )
     rate = statistics.median(rates)
     bound_ms = {form: 2 * m / rate * 1e3 for form, m in macs.items()}
     results = {}
     for name in calls:
         form = "trained" if "trained" in name else "fused"
-        median = statistics.median(samples[name])
+        t = timed[name]
+        median = t["median_ms"]
         results[name] = {
             "median_ms": median,
-            "round_min_ms": min(rounds[name]),
-            "round_max_ms": max(rounds[name]),
+            "round_min_ms": t["round_min_ms"],
+            "round_max_ms": t["round_max_ms"],
             "ratio_to_bound": median / bound_ms[form],
         }
         print(
-            f"{name:40s} {median:7.2f} ms  [{min(rounds[name]):.2f}-{max(rounds[name]):.2f}]  {median / bound_ms[form]:.2f}x bound"
+            f"{name:40s} {median:7.2f} ms  [{t['round_min_ms']:.2f}-{t['round_max_ms']:.2f}]  {median / bound_ms[form]:.2f}x bound"
         )
     fused_ms = results["ort fused graph (default)"]["median_ms"]
     report = {
-        "machine": machine_info(),
+        **machine_header(),
         "torch": torch.__version__,
         "checkpoint": str(args.checkpoint),
         "gemm_gflops": rate / 1e9,

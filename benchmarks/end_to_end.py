@@ -20,15 +20,14 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import cv2
 import numpy as np
 from lvunet_runtime import Segmenter
-from lvunet_runtime.bench import machine_info
 from lvunet_runtime.processing import postprocess, preprocess
 from PIL import Image
+from timing import interleaved, machine_header, time_once
 
 INFER = [sys.executable, "-c", "from lvunet_runtime.cli import infer_main; infer_main()"]
 
@@ -37,23 +36,18 @@ def predict_overhead(segmenter: Segmenter, rounds: int = 7, runs: int = 50) -> d
     image = np.random.default_rng(0).integers(0, 256, (256, 256, 3), dtype=np.uint8)
     x = preprocess([image], segmenter.contract)
     feed = {segmenter.contract.input_name: x}
-    bare, full = [], []
-    for _ in range(rounds):
-        for samples, call in (
-            (bare, lambda: segmenter.session.run(None, feed)),
-            (full, lambda: segmenter.predict(image)),
-        ):
-            for _ in range(5):
-                call()
-            for _ in range(runs):
-                start = time.perf_counter()
-                call()
-                samples.append((time.perf_counter() - start) * 1e3)
-    return {
-        "bare_session_run_ms": statistics.median(bare),
-        "predict_ms": statistics.median(full),
-        "overhead": statistics.median(full) / statistics.median(bare) - 1,
-    }
+    timed = interleaved(
+        {
+            "bare": lambda: segmenter.session.run(None, feed),
+            "predict": lambda: segmenter.predict(image),
+        },
+        rounds=rounds,
+        runs=runs,
+        warmup=5,
+        warmup_each_round=True,
+    )
+    bare, full = timed["bare"]["median_ms"], timed["predict"]["median_ms"]
+    return {"bare_session_run_ms": bare, "predict_ms": full, "overhead": full / bare - 1}
 
 
 def single_image(model: str, source: Path, repeats: int) -> dict:
@@ -63,13 +57,19 @@ def single_image(model: str, source: Path, repeats: int) -> dict:
         times = []
         for i in range(repeats):
             out = Path(scratch) / f"out{i}"
-            start = time.perf_counter()
-            result = subprocess.run(
-                [*INFER, str(image), "--model", model, "--out", str(out)],
-                capture_output=True,
-                text=True,
+            runs = []
+            times.append(
+                time_once(
+                    lambda out=out, runs=runs: runs.append(
+                        subprocess.run(
+                            [*INFER, str(image), "--model", model, "--out", str(out)],
+                            capture_output=True,
+                            text=True,
+                        )
+                    )
+                )
             )
-            times.append(time.perf_counter() - start)
+            (result,) = runs
             if result.returncode != 0 or not (out / "frame_1920x1080_mask.png").is_file():
                 raise SystemExit(f"lvunet-infer failed: {result.stderr}")
     return {
@@ -85,26 +85,31 @@ def plain_pipeline(model: str, images: list[Path], out: Path) -> float:
     segmenter = Segmenter(model)
     contract = segmenter.contract
     out.mkdir(parents=True, exist_ok=True)
-    start = time.perf_counter()
-    for path in images:
-        with Image.open(path) as image:
-            rgb = np.asarray(image.convert("RGB"))
-        logits = segmenter.session.run(None, {contract.input_name: preprocess([rgb], contract)})[0][
-            0, 0
-        ]
-        _, mask = postprocess(logits, rgb.shape[:2], contract.threshold)
-        Image.fromarray(mask.astype(np.uint8) * 255).save(out / f"{path.stem}_mask.png")
-    return time.perf_counter() - start
+
+    def run_all() -> None:
+        for path in images:
+            with Image.open(path) as image:
+                rgb = np.asarray(image.convert("RGB"))
+            feed = {contract.input_name: preprocess([rgb], contract)}
+            logits = segmenter.session.run(None, feed)[0][0, 0]
+            _, mask = postprocess(logits, rgb.shape[:2], contract.threshold)
+            Image.fromarray(mask.astype(np.uint8) * 255).save(out / f"{path.stem}_mask.png")
+
+    return time_once(run_all)
 
 
 def ours(model: str, folder: Path, out: Path, extra: list[str]) -> tuple[float, float]:
-    start = time.perf_counter()
-    result = subprocess.run(
-        [*INFER, str(folder), "--model", model, "--out", str(out), "--no-progress", *extra],
-        capture_output=True,
-        text=True,
+    runs = []
+    elapsed = time_once(
+        lambda: runs.append(
+            subprocess.run(
+                [*INFER, str(folder), "--model", model, "--out", str(out), "--no-progress", *extra],
+                capture_output=True,
+                text=True,
+            )
+        )
     )
-    elapsed = time.perf_counter() - start
+    (result,) = runs
     if result.returncode != 0:
         raise SystemExit(f"lvunet-infer failed: {result.stderr}")
     return elapsed, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
@@ -129,7 +134,7 @@ def main() -> None:
     parser.add_argument("--variants", default="default", help="comma list: default,batch1,batch8")
     parser.add_argument("--json", type=Path, required=True)
     args = parser.parse_args()
-    report = {"machine": machine_info(), "model": args.model, "command": " ".join(sys.argv)}
+    report = machine_header(model=args.model)
     segmenter = Segmenter(args.model)
     report["predict_overhead"] = predict_overhead(segmenter)
     print("predict overhead:", report["predict_overhead"])

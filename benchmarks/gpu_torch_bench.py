@@ -10,26 +10,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
-import statistics
-import time
 
 import torch
+from timing import interleaved, machine_header
 
 from lvunet_edge import build_model, count_macs, reparameterize_model, set_act_slope
-
-
-def _time(fn, runs: int) -> list[float]:
-    for _ in range(10):
-        fn()
-    torch.cuda.synchronize()
-    times = []
-    for _ in range(runs):
-        start = time.perf_counter()
-        fn()
-        torch.cuda.synchronize()
-        times.append((time.perf_counter() - start) * 1e3)
-    return times
 
 
 def _graphed(model, x):
@@ -69,8 +54,10 @@ def main() -> None:
                     modes["cuda-graph"] = _graphed(model, x)
                 for mode, fn in modes.items():
                     with torch.no_grad():
-                        times = _time(fn, args.runs)
-                    median = statistics.median(times)
+                        timed = interleaved(
+                            {mode: fn}, rounds=1, runs=args.runs, sync=torch.cuda.synchronize
+                        )[mode]
+                    median, times = timed["median_ms"], timed["samples_ms"]
                     results.append(
                         {
                             "form": form,
@@ -89,11 +76,7 @@ def main() -> None:
                     )
             base.float()
     report = {
-        "machine": {
-            "gpu": torch.cuda.get_device_name(),
-            "torch": torch.__version__,
-            "python": platform.python_version(),
-        },
+        **machine_header(gpu=torch.cuda.get_device_name(), torch=torch.__version__),
         "image_size": args.image_size,
         "runs": args.runs,
         "macs_fused": count_macs(fused.float()),

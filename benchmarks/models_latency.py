@@ -11,13 +11,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
-import statistics
-import time
 from pathlib import Path
 
 import numpy as np
 import onnxruntime as ort
+from timing import interleaved, machine_header
 
 
 def main() -> None:
@@ -34,22 +32,28 @@ def main() -> None:
     ]
     x = np.random.default_rng(0).standard_normal((1, 3, 256, 256)).astype(np.float32)
     feeds = [{s.get_inputs()[0].name: x} for s in sessions]
-    for session, feed in zip(sessions, feeds, strict=True):
-        for _ in range(20):
-            session.run(None, feed)
-    times: list[list[float]] = [[], []]
-    for _ in range(args.rounds):
-        for i, (session, feed) in enumerate(zip(sessions, feeds, strict=True)):
-            start = time.perf_counter()
-            session.run(None, feed)
-            times[i].append((time.perf_counter() - start) * 1e3)
-    medians = [statistics.median(t) for t in times]
-    print(json.dumps({
-        "baseline": str(args.models[0]), "candidate": str(args.models[1]),
-        "median_ms": [round(m, 3) for m in medians], "ratio": round(medians[1] / medians[0], 3),
-        "rounds": args.rounds, "threads": args.threads, "machine": platform.processor() or platform.machine(),
-        "onnxruntime": ort.__version__,
-    }))  # fmt: skip
+    names = ("baseline", "candidate")
+    timed = interleaved(
+        {
+            name: (lambda session=session, feed=feed: session.run(None, feed))
+            for name, session, feed in zip(names, sessions, feeds, strict=True)
+        },
+        rounds=args.rounds,
+        warmup=20,
+    )
+    medians = [timed[name]["median_ms"] for name in names]
+    report = machine_header(
+        baseline=str(args.models[0]),
+        candidate=str(args.models[1]),
+        median_ms=[round(m, 3) for m in medians],
+        round_spread_ms=[
+            [round(timed[n][k], 3) for k in ("round_min_ms", "round_max_ms")] for n in names
+        ],
+        ratio=round(medians[1] / medians[0], 3),
+        rounds=args.rounds,
+        threads=args.threads,
+    )
+    print(json.dumps(report))
 
 
 if __name__ == "__main__":

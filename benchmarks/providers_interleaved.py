@@ -12,10 +12,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
-import statistics
-import time
 from pathlib import Path
 
 import numpy as np
@@ -24,6 +20,7 @@ from lvunet_runtime import Segmenter, load_image
 from lvunet_runtime.data import find_pairs, read_id_list, read_mask
 from lvunet_runtime.metrics import confusion_counts, per_image_scores
 from lvunet_runtime.processing import to_model_input
+from timing import interleaved, machine_header
 
 CONFIGS = {
     "CPU EP fp32": {"providers": ["cpu"]},
@@ -52,16 +49,11 @@ def main() -> None:
         np.random.default_rng(0).integers(0, 256, (1, *contract.input_size, 3), dtype=np.uint8),
         contract,
     )
-    for segmenter in sessions.values():
-        for _ in range(10):
-            segmenter.run(x)
-    times = {name: [] for name in sessions}
-    for _ in range(args.rounds):  # interleaved: every round times every configuration
-        for name, segmenter in sessions.items():
-            start = time.perf_counter()
-            for _ in range(args.per_round):
-                segmenter.run(x)
-            times[name].append((time.perf_counter() - start) / args.per_round * 1e3)
+    timed = interleaved(
+        {name: (lambda s=segmenter: s.run(x)) for name, segmenter in sessions.items()},
+        rounds=args.rounds,
+        runs=args.per_round,
+    )
     pairs = find_pairs(args.images, read_id_list(args.split))
     agreement = {name: [] for name in sessions}
     truth = {name: [] for name in sessions}
@@ -75,20 +67,21 @@ def main() -> None:
             truth[name].append(
                 float(per_image_scores(confusion_counts(mask[None], target[None]))[1][0])
             )
-    base = statistics.median(times["CPU EP fp32"])
+    base = timed["CPU EP fp32"]["median_ms"]
     results = {
         name: {
             "active_providers": sessions[name].active_providers,
             "node_placement": sessions[name].node_placement(),
-            "median_ms": statistics.median(t),
-            "p90_ms": float(np.percentile(t, 90)),
-            "ratio_to_cpu_ep": statistics.median(t) / base,
+            "median_ms": t["median_ms"],
+            "round_spread_ms": [t["round_min_ms"], t["round_max_ms"]],
+            "p90_ms": t["p90_ms"],
+            "ratio_to_cpu_ep": t["median_ms"] / base,
             "mean_dice_vs_cpu_fp32": float(np.mean(agreement[name])),
             "min_dice_vs_cpu_fp32": float(np.min(agreement[name])),
             "images_below_0.99": int(np.sum(np.array(agreement[name]) < 0.99)),
             "test_dice": float(np.mean(truth[name])),
         }
-        for name, t in times.items()
+        for name, t in timed.items()
     }
     for name, r in results.items():
         print(
@@ -96,25 +89,13 @@ def main() -> None:
             f"Dice vs CPU mean {r['mean_dice_vs_cpu_fp32']:.4f} min {r['min_dice_vs_cpu_fp32']:.4f}  "
             f"test Dice {r['test_dice']:.4f}"
         )
-    report = {
-        "images": len(pairs),
-        "rounds": args.rounds,
-        "runs_per_round": args.per_round,
-        "threads": args.threads,
-        "machine": {
-            "cpu": platform.processor() or platform.machine(),
-            "cores": os.cpu_count(),
-            "onnxruntime": ort.__version__,
-            "flags": sorted(
-                f
-                for f in Path("/proc/cpuinfo").read_text().split()
-                if f in ("avx512_bf16", "amx_bf16", "avx512f")
-            )
-            if Path("/proc/cpuinfo").exists()
-            else [],
-        },
-        "results": results,
-    }
+    report = machine_header(
+        images=len(pairs),
+        rounds=args.rounds,
+        runs_per_round=args.per_round,
+        threads=args.threads,
+        results=results,
+    )
     args.json.parent.mkdir(parents=True, exist_ok=True)
     args.json.write_text(json.dumps(report, indent=1) + "\n")
 

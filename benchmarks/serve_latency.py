@@ -14,8 +14,6 @@ from __future__ import annotations
 import argparse
 import http.client
 import json
-import os
-import platform
 import statistics
 import subprocess
 import sys
@@ -28,6 +26,7 @@ import cv2
 from lvunet_runtime.image import load_image
 from lvunet_runtime.outputs import mask_png
 from lvunet_runtime.segmenter import Segmenter
+from timing import interleaved, machine_header
 
 SERVE = Path(sys.executable).with_name("lvunet-serve")
 
@@ -78,42 +77,35 @@ def main() -> None:
             connection = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
             segmenter = Segmenter("polyp")
 
-            def api(query: str) -> tuple[float, float]:
-                start = time.perf_counter()
+            model_ms: list[float] = []
+
+            def api(query: str) -> None:
                 connection.request("POST", f"/api/segment?{query}", body=data)
                 response = connection.getresponse()
                 response.read()
                 assert response.status == 200
-                return (time.perf_counter() - start) * 1000, float(
-                    response.getheader("X-Inference-Ms")
-                )
+                if "store=false" in query:
+                    model_ms.append(float(response.getheader("X-Inference-Ms")))
 
-            def local() -> float:  # the same work in this process: decode, model, mask PNG
-                start = time.perf_counter()
+            def local() -> None:  # the same work in this process: decode, model, mask PNG
                 rgb, _ = load_image(path)
                 mask_png(segmenter.predict(rgb).mask)
-                return (time.perf_counter() - start) * 1000
 
-            for _ in range(10):
-                api("output=mask&store=false"), local()
-            rows = {
-                "api mask (store=false)": [],
-                "api json (stored)": [],
-                "in process": [],
-                "model": [],
-            }
-            for _ in range(args.runs):  # interleaved
-                total, model = api("output=mask&store=false")
-                rows["api mask (store=false)"].append(total)
-                rows["model"].append(model)
-                rows["api json (stored)"].append(api("output=json")[0])
-                rows["in process"].append(local())
+            timed = interleaved(
+                {
+                    "api mask (store=false)": lambda: api("output=mask&store=false"),
+                    "api json (stored)": lambda: api("output=json"),
+                    "in process": local,
+                },
+                rounds=args.runs,
+            )
+            rows = {name: t["samples_ms"] for name, t in timed.items()}
+            rows["model"] = model_ms[-args.runs :]  # the timed calls' own model times
         finally:
             process.terminate()
             process.wait(30)
     report = {
-        "command": " ".join(sys.argv),
-        "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, Python {platform.python_version()}",
+        **machine_header(),
         "cold_start_s": {
             "listening_median": statistics.median(s[0] for s in starts),
             "first_page_median": statistics.median(s[1] for s in starts),

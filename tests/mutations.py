@@ -96,7 +96,7 @@ MUTATIONS = [
         prob = cv2.resize(prob, (width, height), interpolation=cv2.INTER_LINEAR)
         mask = cv2.resize(mask.astype(np.uint8), (width, height), interpolation=cv2.INTER_NEAREST) > 0
     return prob, mask""",
-        ("tests/export/test_export.py",),
+        ("tests/runtime/test_segmenter.py",),
     ),
     Mutation(
         "keep-largest: keeps every region",
@@ -190,7 +190,7 @@ MUTATIONS = [
         f"{RUNTIME}/records.py",
         '"outputs": sorted(previous | created),',
         '"outputs": sorted(created),',
-        ("tests/test_corpus.py",),
+        ("tests/runtime/test_records.py",),
     ),
     Mutation(
         "run planning: two inputs may write the same output names",

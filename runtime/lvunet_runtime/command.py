@@ -1,11 +1,9 @@
 """The command runner every console script of the project goes through (``lvunet-infer``, ``-eval``,
 ``-bench``, ``-serve``, ``-train``, ``-export``): one error policy, one set of exit codes.
 
-Exit codes: 0 done; 1 refused, with one line saying what to fix (bad input, model, option or output); 2
-partly done (some inputs skipped, or a fault such as a full disk stopped the run: what was written stays,
-the line says what was not); 3 internal error (one line naming a log file that holds the traceback, or the
-traceback itself with ``--debug``); 130 interrupted. Commands raise; only :func:`run_command` turns an
-exception into a line and a code (an error's ``hint`` is appended). Process-wide settings (OpenCV/FFmpeg
+The exit codes are ``EXIT_CODES_HELP`` (each command's ``--help`` epilog; the README's table says the
+same for readers). Commands raise; only :func:`run_command` turns an exception into a line and a code
+(an error's ``exit_code``, and its ``hint`` appended). Process-wide settings (OpenCV/FFmpeg
 logging, Pillow's pixel limit, which ``--max-pixels`` replaces) are made here, never on import.
 """
 

@@ -79,6 +79,8 @@ def test_earlier_versions_still_load(version):
         ({"channel_order": "GBR"}, "channel_order must be one of"),
         ({"output_meaning": "energy"}, "output_meaning must be one of"),
         ({"threshold": 1.5}, "threshold must be a number strictly between 0 and 1"),
+        ({"threshold": 1.0}, "threshold must be a number strictly between 0 and 1"),
+        ({"threshold": 0.0}, "threshold must be a number strictly between 0 and 1"),
         ({"threshold": "0.5"}, "threshold must be a number"),
         ({"pixel_scale": -1}, "pixel_scale must be a positive number"),
         ({"input_layout": "uint8-nhwc"}, "input_layout 'uint8-nhwc' is not supported"),

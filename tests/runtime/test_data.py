@@ -66,6 +66,11 @@ def test_masks_binarised_by_their_range(tmp_path):
         image.save(tmp_path / name)
         mask, found = read_mask(tmp_path / name)
         assert found == rule and mask.dtype == bool and mask.sum() == 15 * 20, name
+    edge = np.asarray(box_mask(value=255)).copy()
+    edge[4, 9:31] = edge[20, 9:31] = 100  # an antialiased edge: below half the range is background
+    Image.fromarray(edge).save(tmp_path / "antialiased.png")
+    mask, found = read_mask(tmp_path / "antialiased.png")
+    assert found == ">127" and mask.sum() == 15 * 20 and not mask[4].any()
     Image.new("L", (8, 8)).save(tmp_path / "empty.png")
     mask, found = read_mask(tmp_path / "empty.png")
     assert found == "empty" and not mask.any()

@@ -213,3 +213,23 @@ def test_tta_is_the_mean_of_the_flipped_views_flipped_back(polyp, tta):
 def test_tta_unknown_value_is_refused():
     with pytest.raises(LVUNetRuntimeError, match="tta must be one of off, h, hv"):
         Segmenter("polyp", tta="vh")
+
+
+def test_finish_resizes_the_probabilities_then_thresholds(polyp):
+    """The documented post-processing order (probabilities resized bilinearly to the image, then
+    thresholded), checked against OpenCV directly: thresholding first and resizing the mask gives other
+    pixels along every edge."""
+    import cv2
+    from lvunet_runtime.processing import sigmoid
+
+    rng = np.random.default_rng(0)
+    output = cv2.GaussianBlur(rng.standard_normal((256, 256)).astype(np.float32), (0, 0), 6) * 40
+    prediction = polyp.finish(output, (480, 640), threshold=0.6)
+    probability = cv2.resize(sigmoid(output), (640, 480), interpolation=cv2.INTER_LINEAR)
+    assert np.abs(prediction.probability - probability).max() < 1e-6
+    assert np.array_equal(prediction.mask, probability > 0.6)
+    assert 0.05 < prediction.mask.mean() < 0.95
+    other_order = cv2.resize(
+        (sigmoid(output) > 0.6).astype(np.uint8), (640, 480), interpolation=cv2.INTER_NEAREST
+    )
+    assert (other_order.astype(bool) != prediction.mask).sum() > 100
