@@ -17,6 +17,7 @@ from pathlib import Path
 import torch
 from lvunet_runtime.contract import ModelContract
 from lvunet_runtime.data import find_pairs
+from timing import machine_header
 
 from lvunet_edge.config import TrainConfig, training_contract
 from lvunet_edge.dataset import load_dataset
@@ -87,7 +88,8 @@ def main() -> None:
     ]
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text("\n".join(header + rows) + "\n")
-    args.out.with_suffix(".json").write_text(json.dumps(details, indent=1) + "\n")
+    report = machine_header(torch=torch.__version__, runs=details)
+    args.out.with_suffix(".json").write_text(json.dumps(report, indent=1) + "\n")
 
 
 if __name__ == "__main__":

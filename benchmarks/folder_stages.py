@@ -19,7 +19,7 @@ from lvunet_runtime.outputs import encode_png
 from lvunet_runtime.plan import InferOptions
 from lvunet_runtime.segmenter import Segmenter
 from lvunet_runtime.writer import write_atomic
-from video_stages import cpu_ms  # same folder: run as a script from the repository root
+from timing import cpu_ms, machine_header
 
 
 def main() -> None:
@@ -56,6 +56,7 @@ def main() -> None:
         summary = infer([str(args.images)], runner, InferOptions(out=Path(out), progress=False))
     reached = summary.processed / summary.seconds
     report = {
+        **machine_header(),
         "images_timed": len(sample),
         "cpu_ms_per_image": stages,
         "total_cpu_ms": total,

@@ -18,6 +18,7 @@ import numpy as np
 from lvunet_runtime.data import find_pairs, read_id_list
 from lvunet_runtime.evaluate import evaluate
 from lvunet_runtime.segmenter import Segmenter
+from timing import machine_header
 
 BUSI_TEST = Path(__file__).parent / "results" / "models" / "breast-ultrasound-eval-busi-test.json"
 
@@ -88,9 +89,7 @@ def main() -> None:
                 )
                 print(json.dumps(rows[-1]))
     args.json.parent.mkdir(parents=True, exist_ok=True)
-    args.json.write_text(
-        json.dumps({"command": "benchmarks/tta_effect.py", "rows": rows}, indent=1) + "\n"
-    )
+    args.json.write_text(json.dumps(machine_header(rows=rows), indent=1) + "\n")
 
 
 if __name__ == "__main__":

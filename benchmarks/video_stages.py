@@ -15,13 +15,7 @@ from pathlib import Path
 import cv2
 from lvunet_runtime.outputs import frame_stats, overlay
 from lvunet_runtime.segmenter import Segmenter
-
-
-def cpu_ms(fn, items) -> tuple[list, float]:
-    """Results and process CPU milliseconds per item (thread time of this process)."""
-    start = time.process_time()
-    out = [fn(item) for item in items]
-    return out, (time.process_time() - start) / len(items) * 1e3
+from timing import cpu_ms, machine_header
 
 
 def measure_pipeline(video: Path) -> float:
@@ -75,6 +69,7 @@ def main() -> None:
     total = sum(v for k, v in stages.items() if k != "encode vp8")
     cores = os.cpu_count() or 1
     report = {
+        **machine_header(),
         "frames": len(frames),
         "size": list(frames[0].shape[1::-1]),
         "cpu_ms_per_frame": stages,

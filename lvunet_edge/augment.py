@@ -20,7 +20,6 @@ from lvunet_runtime.contract import ModelContract
 from lvunet_edge.dataset import normalise
 
 
-
 def _uniform(
     generator: torch.Generator, n: int, low: float, high: float, *shape: int
 ) -> torch.Tensor:

@@ -3,9 +3,8 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import re
+from pathlib import Path
 
 import pytest
 
@@ -22,7 +21,10 @@ def _selected_markers(config) -> set[str]:
 
 
 def pytest_ignore_collect(collection_path, config):
-    if collection_path.parent == Path(__file__).parent and collection_path.name in EXTRA_ENVIRONMENTS:
+    if (
+        collection_path.parent == Path(__file__).parent
+        and collection_path.name in EXTRA_ENVIRONMENTS
+    ):
         return collection_path.name not in _selected_markers(config)
     return None
 

@@ -205,6 +205,7 @@ def test_bgr_and_probability_files_run_correctly(tmp_path):
         output_name="out",
     )
     reference = Segmenter("polyp")
+    assert reference.predict(load_image(KVASIR_IMAGE)[0]).mask.mean() > 0.01  # not an empty mask
     for path in (KVASIR_IMAGE, BUSI_IMAGE):
         rgb = load_image(path)[0]
         expected = reference.predict(rgb)

@@ -84,6 +84,21 @@ def test_runtime_wheel_builds_without_warnings(tmp_path):
         zipfile.ZipFile(wheel).read(next(n for n in names if n.endswith("METADATA"))).decode()
     )
     assert "License-Expression: MIT" in metadata and "# lvunet-runtime" in metadata
-    assert "Provides-Extra: serve" in metadata and "extra == \"serve\"" in metadata
-    entry_points = zipfile.ZipFile(wheel).read(next(n for n in names if n.endswith("entry_points.txt")))
+    assert "Provides-Extra: serve" in metadata and 'extra == "serve"' in metadata
+    entry_points = zipfile.ZipFile(wheel).read(
+        next(n for n in names if n.endswith("entry_points.txt"))
+    )
     assert b"lvunet-serve = lvunet_runtime.serve.cli:main" in entry_points
+
+
+def test_every_benchmark_script_is_in_the_index_and_every_timer_uses_the_shared_one():
+    index = (ROOT / "benchmarks" / "README.md").read_text()
+    scripts = sorted(p.name for p in (ROOT / "benchmarks").iterdir() if p.suffix in (".py", ".sh"))
+    assert len(scripts) >= 19
+    assert [s for s in scripts if f"`{s}`" not in index] == []
+    for path in (ROOT / "benchmarks").glob("*.py"):
+        text = path.read_text()
+        if path.name != "timing.py" and ("perf_counter" in text or "process_time" in text):
+            assert "from timing import" in text, path.name  # times with the shared function
+        if path.name != "timing.py" and "json.dump" in text and "machine" in text:
+            assert "machine_header(" in text, path.name  # one machine header per result file

@@ -206,7 +206,7 @@ def _check_infer_request(
     video_codec: str,
 ) -> None:
     """The options that typer's types cannot check alone."""
-    from lvunet_runtime.video import VIDEO_CODECS
+    from lvunet_runtime.outputs import VIDEO_CODECS
 
     if part_id >= num_parts:
         raise LVUNetRuntimeError(f"--part-id must be 0..{num_parts - 1}, not {part_id}")

