@@ -70,8 +70,10 @@ def make_random_checkpoint(path: Path, **contract_changes) -> Path:
 
 @pytest.fixture(scope="session")
 def random_checkpoint(tmp_path_factory) -> Path:
-    """See :func:`make_random_checkpoint` (contract threshold 0.5)."""
-    return make_random_checkpoint(tmp_path_factory.mktemp("ckpt") / "best.pt")
+    """See :func:`make_random_checkpoint`. Its contract's threshold is 0.7, not the default 0.5, so every
+    export test also shows that training, export and runtime apply the contract's threshold (a rule
+    written as ``logit > 0`` anywhere would fail them)."""
+    return make_random_checkpoint(tmp_path_factory.mktemp("ckpt") / "best.pt", threshold=0.7)
 
 
 @pytest.fixture(scope="session")

@@ -75,11 +75,11 @@ def test_segmenter_masks_equal_torch_reference(exported, random_checkpoint):
         probability, expected = _torch_reference(random_checkpoint, segmenter.contract, rgb)
         prediction = segmenter.predict(rgb)
         assert np.abs(prediction.probability - probability).max() < 1e-4, image_path.name
-        assert_masks_equal_off_threshold(prediction.mask, expected, probability, 0.5)
+        assert_masks_equal_off_threshold(prediction.mask, expected, probability, 0.7)
 
 
-def test_a_threshold_other_than_half_reaches_training_export_and_runtime(tmp_path):
-    """A checkpoint whose contract says 0.7: the export writes 0.7 and checks its masks at 0.7, the
+def test_a_threshold_other_than_half_reaches_training_export_and_runtime(exported, random_checkpoint):
+    """The checkpoint's contract says 0.7: the export writes 0.7 and checks its masks at 0.7, the
     runtime applies 0.7, and training's scoring (``masks_of``) picks the same pixels; at 0.7 the masks
     differ clearly from those at 0.5, so none of this can hold by accident."""
     from lvunet_runtime import Segmenter, load_image
@@ -87,19 +87,18 @@ def test_a_threshold_other_than_half_reaches_training_export_and_runtime(tmp_pat
 
     from lvunet_edge import load_checkpoint
     from lvunet_edge.evaluation import masks_of
-    from tests.conftest import make_random_checkpoint
     from tests.helpers import assert_masks_equal_off_threshold
 
-    checkpoint = make_random_checkpoint(tmp_path / "best.pt", threshold=0.7)
-    out = tmp_path / "m.onnx"
-    report = export_onnx(checkpoint, out, verify_images=DATA / "images", simplify=False)
-    segmenter = Segmenter(out)
+    path, report = exported
+    segmenter = Segmenter(path)
     assert segmenter.contract.threshold == segmenter.threshold == 0.7
     assert report.mask_agreement >= 0.9999
-    fused = reparameterize_model(load_checkpoint(checkpoint)[0]).eval()
-    for image_path in sorted((DATA / "images").iterdir())[:4]:
+    fused = reparameterize_model(load_checkpoint(random_checkpoint)[0]).eval()
+    paths = sorted((DATA / "images").iterdir())[:4]
+    assert len(paths) == 4
+    for image_path in paths:
         rgb, _ = load_image(image_path)
-        probability, expected = _torch_reference(checkpoint, segmenter.contract, rgb)
+        probability, expected = _torch_reference(random_checkpoint, segmenter.contract, rgb)
         mask = segmenter.predict(rgb).mask
         assert_masks_equal_off_threshold(mask, expected, probability, 0.7)
         assert (mask != (probability > 0.5)).mean() > 0.05  # 0.7 is not 0.5
