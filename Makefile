@@ -11,6 +11,8 @@
 #   test-ray      the runtime + ray[data] (~300 MB): lvunet-infer --ray     ~1 min install + ~0.5 min
 #   test-openvino the runtime on onnxruntime-openvino (replaces onnxruntime) ~0.7 min install + ~0.3 min
 #   test-browser  lvunet-serve's page in Debian's chromium via Selenium (.venv) ~0.5 min apt + ~0.3 min
+#   test-webgpu   the [webgpu] extra in .venv-runtime, on SwiftShader (chromium's software Vulkan driver)
+#                 with apt's libvulkan1: ~0.2 min install + ~2 min tests (2.8 s per image on 2 cores)
 # An interpreter that is missing is skipped with a message, except under CI=true, where it fails.
 PYTHON ?= python3
 VENV ?= .venv
@@ -27,14 +29,14 @@ TORCH_INDEX ?= https://download.pytorch.org/whl/cpu
 TORCH_INDEX_OPTION = $(shell $(PYTHON) -c "import urllib.request as u; u.urlopen('$(TORCH_INDEX)/torch/', timeout=5)" >/dev/null 2>&1 && echo --extra-index-url $(TORCH_INDEX))
 DEMO_ARGS = --overlay --json --no-progress
 
-.PHONY: chromium-installed test test-full test-runtime test-oldest test-newest test-lowest test-ray test-openvino test-browser demo lint clean
+.PHONY: chromium-installed vulkan-installed test-webgpu test test-full test-runtime test-oldest test-newest test-lowest test-ray test-openvino test-browser demo lint clean
 
 $(VENV)/.installed: pyproject.toml export/pyproject.toml runtime/pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(VENV)/bin/python -m pip install -q $(TORCH_INDEX_OPTION) -c constraints.txt -e . -e ./runtime -e './runtime[serve]' -e ./export pytest selenium
 	touch $@
 
-test: test-full test-runtime test-oldest test-newest test-lowest test-ray test-openvino test-browser
+test: test-full test-runtime test-oldest test-newest test-lowest test-ray test-openvino test-browser test-webgpu
 
 test-full: $(VENV)/.installed
 	$(VENV)/bin/python -m pytest
@@ -109,6 +111,26 @@ chromium-installed:
 
 test-browser: $(VENV)/.installed chromium-installed
 	$(VENV)/bin/python -m pytest -m browser tests/browser -p no:cacheprovider
+
+# WebGPU on a machine without a GPU: the plugin (the runtime's [webgpu] extra, added to .venv-runtime: it
+# loads only with --provider webgpu), the Vulkan loader from apt, and SwiftShader's Vulkan driver, which
+# Debian's chromium package ships (in chromium-common: dpkg -S vk_swiftshader_icd.json).
+vulkan-installed:
+	@if ! ldconfig -p | grep -q 'libvulkan.so.1 '; then \
+		echo "installing Debian's libvulkan1 (apt)"; \
+		$(APT_GET) install --no-install-recommends libvulkan1 >/dev/null || \
+		{ $(APT_GET) update >/dev/null && $(APT_GET) install --no-install-recommends libvulkan1 >/dev/null; }; \
+	fi
+
+$(RUNTIME_VENV)/.webgpu: $(RUNTIME_VENV)/.installed
+	$(RUNTIME_VENV)/bin/python -m pip install -q -c constraints.txt './runtime[webgpu]'
+	touch $@
+
+test-webgpu: $(RUNTIME_VENV)/.webgpu chromium-installed vulkan-installed
+	icd=$$(dpkg -S vk_swiftshader_icd.json | sed 's/^[^:]*: //'); \
+	test -n "$$icd" || { echo "test-webgpu: chromium ships no vk_swiftshader_icd.json"; exit 1; }; \
+	XDG_RUNTIME_DIR=$${XDG_RUNTIME_DIR:-$$(mktemp -d)} VK_ICD_FILENAMES=$$icd \
+		$(RUNTIME_VENV)/bin/python -m pytest -m webgpu tests/webgpu -p no:cacheprovider
 
 $(DEMO_VENV)/.installed: runtime/pyproject.toml $(RUNTIME_FILES)
 	$(PYTHON) -m venv $(DEMO_VENV)

@@ -46,7 +46,11 @@ TTA_HELP = (
     "Test-time augmentation: off; h averages with the mirror image (2 model runs); hv also flipped "
     "upside down and both (4 runs). Measured effect: benchmarks/results/tta/."
 )
-DEVICE_HELP = "OpenVINO device: CPU, GPU, NPU or AUTO (with --provider openvino)."
+DEVICE_HELP = (
+    "Device of the provider: with --provider openvino CPU, GPU, NPU or AUTO; with --provider webgpu "
+    "gpu (a hardware adapter, the default) or software (a CPU renderer such as SwiftShader: slow, for "
+    "correctness checks; never chosen unless asked)."
+)
 PRECISION_HELP = (
     "Inference precision of an accelerator provider: fp32, bf16 (OpenVINO on CPUs that have it) or fp16 "
     "(OpenVINO GPU/NPU, TensorRT). Default order without --provider: "
@@ -93,8 +97,8 @@ def infer_command(
     ),
     provider: str | None = typer.Option(
         None,
-        help="Execution provider(s), e.g. cpu, openvino or cuda,cpu (default: the installed ones in "
-        "the order TensorRT, CUDA, CoreML, DirectML, OpenVINO, CPU).",
+        help="Execution provider(s), e.g. cpu, openvino, webgpu or cuda,cpu (default: the installed "
+        "ones in the order TensorRT, CUDA, CoreML, DirectML, OpenVINO, CPU; webgpu only when asked).",
     ),
     device: str | None = typer.Option(None, help=DEVICE_HELP),
     precision: str | None = typer.Option(None, help=PRECISION_HELP),
@@ -259,6 +263,11 @@ def _report_run(summary, out: Path) -> None:
 def _provider_line(summary) -> str:
     """The provider in use, what it left to the CPU, and any provider of the default order that failed."""
     line = summary.providers[0].removesuffix("ExecutionProvider")
+    if summary.adapter:
+        adapter = summary.adapter
+        line += (
+            f" on {adapter['name']} ({adapter['kind']}, {adapter['vendor']}, {adapter['backend']})"
+        )
     if summary.node_placement:
         line += (
             " (nodes: "
@@ -301,7 +310,9 @@ def eval_command(
     ),
     json_out: Path | None = typer.Option(None, "--json", help="Write all results here."),
     overwrite: bool = typer.Option(False, help="Replace an existing --json file."),
-    provider: str | None = typer.Option(None, help="Execution provider(s), e.g. cpu or openvino."),
+    provider: str | None = typer.Option(
+        None, help="Execution provider(s), e.g. cpu, openvino or webgpu."
+    ),
     device: str | None = typer.Option(None, help=DEVICE_HELP),
     precision: str | None = typer.Option(None, help=PRECISION_HELP),
     threads: int | None = typer.Option(None, min=1),

@@ -95,6 +95,26 @@ def run_command(app: typer.Typer, program: str, argv: list[str] | None = None) -
     return EXIT_DONE if code is None else int(code)
 
 
+def _runtime_line() -> str:
+    """``; onnxruntime 1.32.0; providers CPU, WebGpu; WebGPU adapters: ...`` (what this install can
+    run on), or nothing where onnxruntime cannot be asked."""
+    import importlib.util
+
+    try:
+        import onnxruntime as ort
+
+        providers = [p.removesuffix("ExecutionProvider") for p in ort.get_available_providers()]
+        line = f"; onnxruntime {ort.__version__}; providers {', '.join(providers)}"
+    except Exception:  # noqa: BLE001 - a missing or broken onnxruntime only shortens the line
+        return ""
+    if importlib.util.find_spec("onnxruntime_ep_webgpu") is not None:
+        from lvunet_runtime.webgpu import adapters
+
+        found = adapters()
+        line += f"; WebGPU adapters: {'; '.join(found) if found else 'none'}"
+    return line
+
+
 def version_option(program: str, package: str = "lvunet_runtime"):
     """A ``--version`` option for ``program`` that prints its version (and ONNX Runtime's) and exits."""
 
@@ -103,13 +123,7 @@ def version_option(program: str, package: str = "lvunet_runtime"):
             import importlib
 
             version = importlib.import_module(package).__version__
-            try:
-                from importlib.metadata import version as installed
-
-                ort = f"; onnxruntime {installed('onnxruntime')}"
-            except Exception:  # noqa: BLE001 - a missing or odd distribution only shortens the line
-                ort = ""
-            typer.echo(f"{program} {version} (Python {sys.version.split()[0]}{ort})")
+            typer.echo(f"{program} {version} (Python {sys.version.split()[0]}{_runtime_line()})")
             raise typer.Exit(EXIT_DONE)
 
     return typer.Option(

@@ -109,6 +109,8 @@ def infer(inputs: list[str], segmenter: Segmenter, options: InferOptions) -> Run
         model=str(segmenter.path), providers=segmenter.active_providers, settings=settings
     )
     summary.provider_fallback = list(getattr(segmenter, "fallback", []))
+    if segmenter.adapter is not None:
+        summary.adapter = segmenter.adapter.to_dict()
     if summary.providers[0] != "CPUExecutionProvider":  # what the accelerator left to the CPU
         summary.node_placement = segmenter.node_placement()
     summary.failed.extend(found.errors)

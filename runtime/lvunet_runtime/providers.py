@@ -9,7 +9,7 @@ from pathlib import Path
 
 import onnxruntime as ort
 
-from lvunet_runtime.console import ORT_ERRORS_ONLY
+from lvunet_runtime.console import ORT_ERRORS_ONLY, quiet_stderr
 from lvunet_runtime.errors import ModelError, ProviderError, first_line
 
 # Preferred order when nothing is asked for: accelerators first, CPU always last.
@@ -30,10 +30,13 @@ PROVIDER_ALIASES = {
     "directml": "DmlExecutionProvider",
     "dml": "DmlExecutionProvider",
     "openvino": "OpenVINOExecutionProvider",
+    "webgpu": "WebGpuExecutionProvider",
 }
+WEBGPU = "WebGpuExecutionProvider"  # a plugin: registered on request (lvunet_runtime.webgpu)
 
 
 OPENVINO_DEVICES = ("CPU", "GPU", "NPU", "AUTO")
+WEBGPU_DEVICES = ("gpu", "software")
 INFERENCE_PRECISIONS = ("fp32", "fp16", "bf16")
 INSTALL_HINTS = {
     "OpenVINOExecutionProvider": "pip uninstall -y onnxruntime && pip install onnxruntime-openvino",
@@ -41,6 +44,7 @@ INSTALL_HINTS = {
     "TensorrtExecutionProvider": "onnxruntime-gpu plus NVIDIA TensorRT libraries",
     "DmlExecutionProvider": "pip uninstall -y onnxruntime && pip install onnxruntime-directml (Windows)",
     "CoreMLExecutionProvider": "included in onnxruntime's macOS wheels",
+    "WebGpuExecutionProvider": "pip install 'lvunet-runtime[webgpu]' (Python 3.11+; on Linux also apt install libvulkan1)",
 }
 
 
@@ -88,11 +92,18 @@ def check_accelerator_options(
 ) -> None:
     """``device`` and ``precision`` only where a requested provider takes them, with known values."""
     if device is not None:
-        if "OpenVINOExecutionProvider" not in providers:
+        if WEBGPU in providers:
+            if device.lower() not in WEBGPU_DEVICES:
+                raise ProviderError(
+                    f"--device for --provider webgpu must be one of {', '.join(WEBGPU_DEVICES)}, "
+                    f"not {device!r}"
+                )
+        elif "OpenVINOExecutionProvider" not in providers:
             raise ProviderError(
-                "--device applies to the OpenVINO provider: add --provider openvino"
+                "--device applies to the OpenVINO provider (CPU, GPU, NPU, AUTO) and the WebGPU "
+                "provider (gpu, software): add --provider openvino or --provider webgpu"
             )
-        if device.upper() not in OPENVINO_DEVICES:
+        elif device.upper() not in OPENVINO_DEVICES:
             raise ProviderError(
                 f"--device must be one of {', '.join(OPENVINO_DEVICES)}, not {device!r}"
             )
@@ -100,6 +111,11 @@ def check_accelerator_options(
         if precision not in INFERENCE_PRECISIONS:
             raise ProviderError(
                 f"--precision must be one of {', '.join(INFERENCE_PRECISIONS)}, not {precision!r}"
+            )
+        if precision != "fp32" and WEBGPU in providers:
+            raise ProviderError(
+                f"--precision {precision} is not offered on WebGPU: fp16 needs an adapter with "
+                "shader-f16, and none reachable here has been measured; WebGPU runs fp32"
             )
         takes = {"OpenVINOExecutionProvider", "TensorrtExecutionProvider"} & set(providers)
         if precision != "fp32" and not takes:
@@ -116,6 +132,11 @@ def resolve_providers(requested: list[str] | None) -> list[str]:
     request (short names such as ``cuda`` or full names) must be available, else ProviderError listing
     what is; there is no silent CPU fallback when a GPU was asked for.
     """
+    wanted = [PROVIDER_ALIASES.get(n.strip().lower(), n.strip()) for n in requested or []]
+    if WEBGPU in wanted:  # a plugin: registered when asked for, with its own install line
+        from lvunet_runtime import webgpu
+
+        webgpu.register()
     available = ort.get_available_providers()
     if not requested:
         return [p for p in DEFAULT_PROVIDER_ORDER if p in available] or ["CPUExecutionProvider"]
@@ -154,6 +175,8 @@ def open_session(
     if profile_prefix is not None:
         options.enable_profiling = True
         options.profile_file_prefix = profile_prefix
+    if WEBGPU in providers:
+        return _open_webgpu_session(path, options, device)
     settings = [
         provider_options(p, device=device, precision=precision, threads=threads) for p in providers
     ]
@@ -163,3 +186,34 @@ def open_session(
         )
     except Exception as exc:  # onnxruntime raises its own pybind types for bad files
         raise ModelError(f"{path}: not a loadable ONNX model ({first_line(exc, 200)})") from None
+
+
+def _open_webgpu_session(
+    path: Path, options: ort.SessionOptions, device: str | None
+) -> ort.InferenceSession:
+    """A plugin EP is added by device, not by name: the adapter ``webgpu.choose`` picks, then the CPU EP
+    for whatever WebGPU does not take (counted by ``Segmenter.node_placement``)."""
+    from lvunet_runtime import webgpu
+
+    ep_device, adapter, ep_options = webgpu.choose(device)
+    options.add_provider_for_devices([ep_device], ep_options)
+    try:
+        with quiet_stderr():  # Dawn prints its own diagnostics; the error below says what failed
+            return ort.InferenceSession(str(path), options)
+    except Exception as exc:
+        if not _loads_on_cpu(path):
+            raise ModelError(
+                f"{path}: not a loadable ONNX model ({first_line(exc, 200)})"
+            ) from None
+        raise ProviderError(
+            f"WebGPU could not start on {adapter.line()} ({webgpu.reason(exc)}); update the GPU "
+            "driver, or choose another --device or --provider"
+        ) from None
+
+
+def _loads_on_cpu(path: Path) -> bool:
+    try:
+        ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+        return True
+    except Exception:  # noqa: BLE001 - any failure means the file itself is the problem
+        return False

@@ -72,6 +72,7 @@ class RunSummary:
     ray: dict = field(default_factory=dict)
     node_placement: dict = field(default_factory=dict)
     provider_fallback: list[str] = field(default_factory=list)
+    adapter: dict = field(default_factory=dict)  # the WebGPU adapter, when that provider ran
 
     def line(self) -> str:
         rate = self.processed / self.seconds if self.seconds else 0.0

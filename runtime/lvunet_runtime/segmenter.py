@@ -22,6 +22,7 @@ from lvunet_runtime.processing import (
     to_model_input,
 )
 from lvunet_runtime.providers import (
+    WEBGPU,
     check_accelerator_options,
     open_session,
     provider_options,
@@ -167,6 +168,7 @@ class Segmenter:
             self.path, requested, device=device, precision=precision, threads=threads
         )
         self._check_providers(requested, explicit=bool(providers))
+        self.adapter = self._adapter()
         metadata = self.session.get_modelmeta().custom_metadata_map
         self.contract = ModelContract.from_metadata(metadata, source=str(self.path))
         check_graph(self.session, self.contract, str(self.path))
@@ -184,6 +186,14 @@ class Segmenter:
                 "precision (OpenVINO on a CPU takes fp32 or bf16, not fp16)"
             )
         self.fallback = missing  # in the default order: reported in the run summary
+
+    def _adapter(self):
+        """The WebGPU adapter this session runs on (``webgpu.Adapter``), or None for other providers."""
+        if WEBGPU not in self.session.get_providers():
+            return None
+        from lvunet_runtime import webgpu
+
+        return webgpu.choose(self.device)[1]
 
     def node_placement(self) -> dict[str, int]:
         """How many graph nodes each execution provider runs, from one profiled run of the probe.
