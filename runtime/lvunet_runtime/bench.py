@@ -67,6 +67,8 @@ def machine_info() -> dict:
         "python": platform.python_version(),
         "onnxruntime": ort.__version__,
         "providers": ort.get_available_providers(),
+        # a slow figure on a busy machine shows as such: the 1-minute load average when the run began
+        "load_1min": os.getloadavg()[0] if hasattr(os, "getloadavg") else None,
     }
 
 
@@ -160,16 +162,25 @@ def bench_one(
         "inference_precision": precision or "fp32",
         "input_size": [contract.input_height, contract.input_width],
         "node_placement": segmenter.node_placement(),
+        "adapter": segmenter.adapter.line() if segmenter.adapter is not None else "",
+        "device": device,
         **mask_agreement(segmenter, Segmenter(model, providers=["cpu"])),
     }
 
 
 def _in_subprocess(
-    model: str, provider: str, threads: int | None, batch: int, runs: int, warmup: int
+    model: str,
+    provider: str,
+    threads: int | None,
+    batch: int,
+    runs: int,
+    warmup: int,
+    device: str | None = None,
 ) -> dict:
+    arguments = f"{model!r}, {provider!r}, {threads!r}, {batch!r}, {runs!r}, {warmup!r}, {device!r}"
     code = (
         "import json, sys\nfrom lvunet_runtime.bench import bench_one\n"
-        f"print(json.dumps(bench_one({model!r}, {provider!r}, {threads!r}, {batch!r}, {runs!r}, {warmup!r})))"
+        f"print(json.dumps(bench_one({arguments})))"
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     if result.returncode != 0:
@@ -239,10 +250,12 @@ def parse_options(
 
 def to_markdown(report: dict) -> str:
     machine = report["machine"]
+    load = machine.get("load_1min")
     lines = [
         f"Model `{report['model']}` ({report['model_size_mb']:.2f} MB); {machine['cpu']}, "
-        f"{machine['cores']} cores, onnxruntime {machine['onnxruntime']}; {report['runs']} runs after "
-        f"{report['warmup']} warm-up, each combination in its own process.",
+        f"{machine['cores']} cores, load {'?' if load is None else f'{load:.2f}'}, onnxruntime "
+        f"{machine['onnxruntime']}; {report['runs']} runs after {report['warmup']} warm-up, each "
+        "combination in its own process.",
         "",
         "| provider | threads | batch | status | create ms | first ms | median ms | p90 ms | p99 ms | images/s | peak MB |",
         "|---|---|---|---|---|---|---|---|---|---|---|",
@@ -280,6 +293,7 @@ class BenchPlan:
     warmup: int
     end_to_end: Path | None
     machine: dict
+    device: str | None = None
 
 
 def plan_benchmark(
@@ -291,6 +305,7 @@ def plan_benchmark(
     runs: int,
     warmup: int,
     end_to_end_dir: Path | None,
+    device: str | None = None,
 ) -> BenchPlan:
     """Validate every option and the model before any timing starts.
 
@@ -322,7 +337,22 @@ def plan_benchmark(
         warmup,
         end_to_end_dir,
         machine_info(),
+        device,
     )
+
+
+# Providers that take --device (OpenVINO: CPU/GPU/NPU/AUTO; WebGPU: gpu/software).
+DEVICE_PROVIDERS = ("OpenVINOExecutionProvider", "WebGpuExecutionProvider")
+
+
+def provider_installed(full_name: str, available: list[str]) -> bool:
+    """Whether ONNX Runtime here can offer ``full_name``: listed, or (WebGPU, a plugin registered on
+    request) its plugin package is installed."""
+    if full_name == "WebGpuExecutionProvider":
+        import importlib.util
+
+        return importlib.util.find_spec("onnxruntime_ep_webgpu") is not None
+    return full_name in available
 
 
 def run_benchmark(plan: BenchPlan, advance=lambda: None) -> dict:
@@ -335,7 +365,7 @@ def run_benchmark(plan: BenchPlan, advance=lambda: None) -> dict:
             for batch in plan.batches:
                 name = split_spec(provider)[0]
                 full = PROVIDER_ALIASES.get(name.lower(), name)
-                if full not in plan.machine["providers"]:
+                if not provider_installed(full, plan.machine["providers"]):
                     results.append(
                         {
                             "provider": provider,
@@ -348,7 +378,13 @@ def run_benchmark(plan: BenchPlan, advance=lambda: None) -> dict:
                 else:
                     results.append(
                         _in_subprocess(
-                            str(plan.model), provider, thread_count, batch, plan.runs, plan.warmup
+                            str(plan.model),
+                            provider,
+                            thread_count,
+                            batch,
+                            plan.runs,
+                            plan.warmup,
+                            plan.device if full in DEVICE_PROVIDERS else None,
                         )
                     )
                 advance()

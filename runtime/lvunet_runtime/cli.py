@@ -175,6 +175,7 @@ def infer_command(
         precision=precision,
         tta=tta,
     )
+    _note_provider("lvunet-infer", segmenter)
     if camera is not None:
         typer.echo(run_camera(segmenter, camera, show, max_frames).line())
         return
@@ -199,6 +200,12 @@ def infer_command(
     )
     summary = infer(inputs, segmenter, options)
     _report_run(summary, out)
+
+
+def _note_provider(program: str, segmenter) -> None:
+    """With --provider auto: one line saying which provider was chosen and why."""
+    if segmenter.provider_note:
+        typer.echo(f"{program}: {segmenter.provider_note}", err=True)
 
 
 def _check_infer_request(
@@ -338,6 +345,7 @@ def eval_command(
         precision=precision,
         tta=tta,
     )
+    _note_provider("lvunet-eval", segmenter)
     enabled = progress and sys.stderr.isatty()
     with Meter(len(pairs), enabled, "images", "evaluating") as meter:
         result = evaluate(segmenter, pairs, progress=meter.advance)
@@ -395,6 +403,14 @@ def bench_command(
     wide: bool = typer.Option(
         False, help="All columns in the table (p99, first run, session creation, peak memory)."
     ),
+    device: str | None = typer.Option(None, help=DEVICE_HELP),
+    recommend: bool = typer.Option(
+        False,
+        "--recommend",
+        help="Measure every provider and precision this install can run (hardware only; at least 100 "
+        "warm-up runs), check its masks against CPU fp32, and record the fastest that agrees for "
+        "--provider auto (a JSON file in the user's cache folder).",
+    ),
     version: bool = version_option("lvunet-bench"),
 ) -> None:
     """Benchmark an LV-UNet ONNX model; each combination runs in its own process."""
@@ -413,14 +429,19 @@ def bench_command(
     _check_report_file(json_out, overwrite)
     _check_report_file(markdown, overwrite)
     plan = plan_benchmark(
-        model, providers, threads, batch_sizes, image_size, runs, warmup, end_to_end_dir
+        model, providers, threads, batch_sizes, image_size, runs, warmup, end_to_end_dir, device
     )
+    if recommend:
+        _recommend(plan)
+        return
     combos = len(plan.providers) * len(plan.threads) * len(plan.batches)
     with Progress(transient=True, disable=not sys.stderr.isatty()) as progress:
         task = progress.add_task("benchmarking", total=combos)
         report = run_benchmark(plan, lambda: progress.advance(task))
+    load = plan.machine.get("load_1min")
+    busy = "" if load is None else f", load {load:.1f} on {plan.machine['cores']} cores"
     table = Table(
-        title=f"lvunet-bench: {plan.model.name} ({plan.precision}) on {plan.machine['cpu']}"
+        title=f"lvunet-bench: {plan.model.name} ({plan.precision}) on {plan.machine['cpu']}{busy}"
     )
     for index, column in enumerate(table_columns(wide)):
         table.add_column(column, overflow="fold", no_wrap=index == 0)
@@ -435,6 +456,11 @@ def bench_command(
             typer.echo(f"{r['provider']}: not installed; to add it: {r['install']}")
         elif r["status"] == "error":
             typer.echo(f"{r['provider']}: {r.get('error', 'failed')}")
+        elif r.get("adapter"):
+            placement = ", ".join(
+                f"{k.removesuffix('ExecutionProvider')} {v}" for k, v in r["node_placement"].items()
+            )
+            typer.echo(f"{r['provider']}: adapter {r['adapter']}; nodes: {placement}")
     if report.get("end_to_end"):
         e = report["end_to_end"]
         typer.echo(
@@ -444,6 +470,32 @@ def bench_command(
         _write_report(json_out, json.dumps(report, indent=1) + "\n", overwrite)
     if markdown:
         _write_report(markdown, to_markdown(report), overwrite)
+
+
+def _recommend(plan) -> None:
+    """``lvunet-bench --recommend``: measure, print each candidate, record the choice."""
+    from lvunet_runtime.recommend import cache_file, recommend
+
+    warmup = max(plan.warmup, 100)  # GPUs need ~100 runs to leave their low-power clocks
+    record = recommend(plan.model, plan.runs, warmup)
+    load = plan.machine.get("load_1min")
+    typer.echo(
+        f"lvunet-bench --recommend: {plan.model.name} on {plan.machine['cpu']} "
+        f"({plan.machine['cores']} cores, load {'?' if load is None else f'{load:.1f}'})"
+    )
+    for r in record["measured"]:
+        if r["status"] != "ok":
+            typer.echo(f"  {r['provider']}: {r['status']}: {r.get('error') or ''}".rstrip(": "))
+            continue
+        verdict = "agrees" if r["agrees"] else "disagrees"
+        adapter = f" on {r['adapter']}" if r.get("adapter") else ""
+        typer.echo(
+            f"  {r['provider']}{adapter}: {r['median_ms']:.2f} ms, min Dice vs CPU fp32 "
+            f"{r['min_dice_vs_cpu_fp32']:.4f} ({verdict})"
+        )
+    typer.echo(
+        f"recommended: {record['provider']} (recorded in {cache_file()}; --provider auto uses it)"
+    )
 
 
 def infer_main() -> None:

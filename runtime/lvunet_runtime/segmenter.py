@@ -126,7 +126,8 @@ class Segmenter:
 
     Args:
         model: bundled model name (default ``polyp``) or path to an ``.onnx`` file.
-        providers: execution providers (short or full names); None picks the default order.
+        providers: execution providers (short or full names); None picks the default order;
+            ``["auto"]`` the one ``lvunet-bench --recommend`` recorded for this model and machine.
         threads: intra-op threads; None lets ONNX Runtime choose (one per physical core).
         threshold: overrides the model's stored probability threshold.
         tta: test-time augmentation, ``off``, ``h`` (average with the mirror image) or ``hv`` (also
@@ -161,6 +162,13 @@ class Segmenter:
         )
         self.tta = tta
         self.path = resolve_model(model)
+        self.provider_note = ""  # with providers=["auto"]: what was chosen and why (one line)
+        if providers is not None and [p.strip().lower() for p in providers] == ["auto"]:
+            from lvunet_runtime.recommend import resolve_auto
+
+            providers, chosen_device, chosen_precision, self.provider_note = resolve_auto(self.path)
+            device = chosen_device if device is None else device
+            precision = chosen_precision if precision is None else precision
         requested = resolve_providers(providers)
         check_accelerator_options(requested, device, precision)
         self.device, self.precision = device, precision

@@ -405,3 +405,8 @@ def test_lvunet_serve_starts_serves_and_stops_cleanly(tmp_path):
         assert "Traceback" not in process.stderr.read()
     finally:
         process.kill()
+
+
+def test_health_names_the_provider_and_no_adapter_on_the_cpu(client):
+    health = json.loads(client.ok("GET", "/api/health")[1])
+    assert health["providers"][0] == "CPUExecutionProvider" and health["adapter"] is None

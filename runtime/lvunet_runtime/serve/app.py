@@ -135,6 +135,7 @@ class Models:
             "training_dataset": contract.training_dataset,
             "test_metrics": contract.test_metrics,
             "providers": segmenter.active_providers,
+            "adapter": segmenter.adapter.to_dict() if segmenter.adapter is not None else None,
         }
 
 
@@ -382,6 +383,7 @@ def add_model_api(app: FastAPI, service: Service, settings: Settings) -> None:
             "version": __version__,
             "default_model": settings.model,
             "providers": segmenter.active_providers,
+            "adapter": segmenter.adapter.to_dict() if segmenter.adapter is not None else None,
             "model_runs": service.models.runs,
         }
 

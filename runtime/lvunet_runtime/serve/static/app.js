@@ -305,7 +305,10 @@ function stopCamera() {
 async function start() {
   try {
     const health = await (await api("/api/health")).json();
-    $("provider").textContent = health.providers[0];
+    const adapter = health.adapter;  // WebGPU: the GPU (or software renderer) that runs the model
+    $("provider").textContent = adapter
+      ? `${health.providers[0]} on ${adapter.name} (${adapter.kind})`
+      : health.providers[0];
     $("version").textContent = health.version;
     const models = await (await api("/api/models")).json();
     for (const m of models.models) {
