@@ -23,7 +23,7 @@ def machine_header(**extra) -> dict:
     """The header of every result file: the machine (CPU, cores, onnxruntime and its providers), its
     load when the run started (1-minute load average, so a slow figure on a busy machine shows as
     such), the command that made the file and when."""
-    from lvunet_runtime.bench import machine_info
+    from lvunet_runtime.machine import machine_info
 
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else None
     flags = []

@@ -12,8 +12,7 @@ from lvunet_runtime.errors import (
     OutputError,
     ProviderError,
 )
-
-__version__ = "0.1.0"
+from lvunet_runtime.version import __version__ as __version__
 
 __all__ = [
     "DataError",

@@ -7,8 +7,6 @@ leak into each other. An unavailable provider is reported as unavailable, never 
 from __future__ import annotations
 
 import json
-import os
-import platform
 import statistics
 import subprocess
 import sys
@@ -18,6 +16,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from lvunet_runtime.errors import LVUNetRuntimeError
+from lvunet_runtime.machine import machine_info
+from lvunet_runtime.providers import split_spec
 
 # The default table fits 80 columns; --wide (and the JSON report, always) has everything.
 TABLE_COLUMNS = ("provider", "threads", "batch", "median ms", "p90 ms", "images/s", "Dice/cpu")
@@ -47,41 +47,10 @@ def peak_rss_mb() -> float | None:
     return peak / 2**20 if sys.platform == "darwin" else peak / 1024
 
 
-def machine_info() -> dict:
-    """CPU model, core count, onnxruntime version and providers: enough to compare results later."""
-    import onnxruntime as ort
-
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return {
-        "cpu": cpu,
-        "cores": os.cpu_count(),
-        "affinity": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None,
-        "platform": platform.platform(),
-        "python": platform.python_version(),
-        "onnxruntime": ort.__version__,
-        "providers": ort.get_available_providers(),
-        # a slow figure on a busy machine shows as such: the 1-minute load average when the run began
-        "load_1min": os.getloadavg()[0] if hasattr(os, "getloadavg") else None,
-    }
-
-
 def percentile(values: list[float], q: float) -> float:
     ordered = sorted(values)
     index = min(len(ordered) - 1, max(0, round(q / 100 * (len(ordered) - 1))))
     return ordered[index]
-
-
-def split_spec(spec: str) -> tuple[str, str | None]:
-    """``openvino:bf16`` -> (``openvino``, ``bf16``); ``cpu`` -> (``cpu``, None)."""
-    name, _, precision = spec.partition(":")
-    return name.strip(), precision.strip() or None
 
 
 def mask_agreement(segmenter, reference) -> dict:
@@ -431,3 +400,47 @@ def table_rows(report: dict, wide: bool = False) -> list[list[str]]:
             ]
         rows.append(row)
     return rows
+
+
+def recommend_provider(model: Path, runs: int, warmup: int, advance=lambda: None) -> dict:
+    """``lvunet-bench --recommend``: every candidate of :func:`lvunet_runtime.recommend.candidates`
+    measured in its own process (batch 1), the fastest whose masks agree with CPU fp32 recorded
+    (CPU when nothing else agrees); returns the record."""
+    from datetime import datetime, timezone
+
+    from lvunet_runtime.recommend import AGREEMENT, candidates, record_key, save
+
+    measured = []
+    for spec, device in candidates():
+        result = _in_subprocess(str(model), spec, None, 1, runs, warmup, device)
+        result["agrees"] = (
+            result.get("status") == "ok" and result.get("min_dice_vs_cpu_fp32", 0) >= AGREEMENT
+        )
+        measured.append(result)
+        advance()
+    agreeing = [r for r in measured if r["agrees"]]
+    best = min(agreeing, key=lambda r: r["median_ms"]) if agreeing else None
+    keep = (
+        "provider",
+        "device",
+        "status",
+        "median_ms",
+        "min_dice_vs_cpu_fp32",
+        "agrees",
+        "adapter",
+        "error",
+    )
+    record = {
+        "key": record_key(model),
+        "model": str(model),
+        "provider": best["provider"] if best else "cpu",
+        "device": best.get("device") if best else None,
+        "median_ms": best["median_ms"] if best else None,
+        "measured": [{k: r.get(k) for k in keep} for r in measured],
+        "machine": machine_info(),
+        "runs": runs,
+        "warmup": warmup,
+        "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+    }
+    save(record)
+    return record

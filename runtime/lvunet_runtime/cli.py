@@ -474,10 +474,11 @@ def bench_command(
 
 def _recommend(plan) -> None:
     """``lvunet-bench --recommend``: measure, print each candidate, record the choice."""
-    from lvunet_runtime.recommend import cache_file, recommend
+    from lvunet_runtime.bench import recommend_provider
+    from lvunet_runtime.recommend import cache_file
 
     warmup = max(plan.warmup, 100)  # GPUs need ~100 runs to leave their low-power clocks
-    record = recommend(plan.model, plan.runs, warmup)
+    record = recommend_provider(plan.model, plan.runs, warmup)
     load = plan.machine.get("load_1min")
     typer.echo(
         f"lvunet-bench --recommend: {plan.model.name} on {plan.machine['cpu']} "

@@ -134,9 +134,9 @@ def resolve_providers(requested: list[str] | None) -> list[str]:
     """
     wanted = [PROVIDER_ALIASES.get(n.strip().lower(), n.strip()) for n in requested or []]
     if WEBGPU in wanted:  # a plugin: registered when asked for, with its own install line
-        from lvunet_runtime import webgpu
+        from lvunet_runtime.webgpu import register
 
-        webgpu.register()
+        register()
     available = ort.get_available_providers()
     if not requested:
         return [p for p in DEFAULT_PROVIDER_ORDER if p in available] or ["CPUExecutionProvider"]
@@ -193,9 +193,9 @@ def _open_webgpu_session(
 ) -> ort.InferenceSession:
     """A plugin EP is added by device, not by name: the adapter ``webgpu.choose`` picks, then the CPU EP
     for whatever WebGPU does not take (counted by ``Segmenter.node_placement``)."""
-    from lvunet_runtime import webgpu
+    from lvunet_runtime.webgpu import choose, reason
 
-    ep_device, adapter, ep_options = webgpu.choose(device)
+    ep_device, adapter, ep_options = choose(device)
     options.add_provider_for_devices([ep_device], ep_options)
     try:
         with quiet_stderr():  # Dawn prints its own diagnostics; the error below says what failed
@@ -206,7 +206,7 @@ def _open_webgpu_session(
                 f"{path}: not a loadable ONNX model ({first_line(exc, 200)})"
             ) from None
         raise ProviderError(
-            f"WebGPU could not start on {adapter.line()} ({webgpu.reason(exc)}); update the GPU "
+            f"WebGPU could not start on {adapter.line()} ({reason(exc)}); update the GPU "
             "driver, or choose another --device or --provider"
         ) from None
 
@@ -217,3 +217,10 @@ def _loads_on_cpu(path: Path) -> bool:
         return True
     except Exception:  # noqa: BLE001 - any failure means the file itself is the problem
         return False
+
+
+def split_spec(spec: str) -> tuple[str, str | None]:
+    """``openvino:bf16`` -> (``openvino``, ``bf16``); ``cpu`` -> (``cpu``, None): a provider and the
+    precision asked of it, as ``lvunet-bench --providers`` and the recommendation record write them."""
+    name, _, precision = spec.partition(":")
+    return name.strip(), precision.strip() or None

@@ -14,7 +14,6 @@ import importlib.util
 import json
 import os
 import sys
-from datetime import datetime, timezone
 from pathlib import Path
 
 from lvunet_runtime.errors import LVUNetRuntimeError
@@ -40,10 +39,10 @@ def _adapter_name() -> str:
     """The hardware WebGPU adapter's name, or ``none`` (no plugin, or only a software adapter)."""
     if importlib.util.find_spec("onnxruntime_ep_webgpu") is None:
         return "none"
-    from lvunet_runtime import webgpu
+    from lvunet_runtime.webgpu import choose
 
     try:
-        return webgpu.choose("gpu")[1].name
+        return choose("gpu")[1].name
     except LVUNetRuntimeError:
         return "none"
 
@@ -52,8 +51,8 @@ def record_key(model: Path) -> str:
     """What a recommendation holds for: this model file, this onnxruntime, this CPU, this adapter."""
     import onnxruntime as ort
 
-    from lvunet_runtime.bench import machine_info
     from lvunet_runtime.data import file_sha256
+    from lvunet_runtime.machine import machine_info
 
     return " | ".join([file_sha256(model), ort.__version__, machine_info()["cpu"], _adapter_name()])
 
@@ -77,52 +76,6 @@ def candidates() -> list[tuple[str, str | None]]:
     if _adapter_name() != "none":
         found.append(("webgpu", "gpu"))
     return found
-
-
-def recommend(model: Path, runs: int, warmup: int, advance=lambda: None) -> dict:
-    """Measure every candidate (its own process each, batch 1), record the fastest that agrees with CPU
-    fp32, and return the record (``chosen`` None when nothing else agreed: then CPU is chosen)."""
-    from lvunet_runtime.bench import _in_subprocess, machine_info
-
-    measured = []
-    for spec, device in candidates():
-        result = _in_subprocess(str(model), spec, None, 1, runs, warmup, device)
-        result["agrees"] = (
-            result.get("status") == "ok" and result.get("min_dice_vs_cpu_fp32", 0) >= AGREEMENT
-        )
-        measured.append(result)
-        advance()
-    agreeing = [r for r in measured if r["agrees"]]
-    best = min(agreeing, key=lambda r: r["median_ms"]) if agreeing else None
-    record = {
-        "key": record_key(model),
-        "model": str(model),
-        "provider": best["provider"] if best else "cpu",
-        "device": best.get("device") if best else None,
-        "median_ms": best["median_ms"] if best else None,
-        "measured": [
-            {
-                k: r.get(k)
-                for k in (
-                    "provider",
-                    "device",
-                    "status",
-                    "median_ms",
-                    "min_dice_vs_cpu_fp32",
-                    "agrees",
-                    "adapter",
-                    "error",
-                )
-            }
-            for r in measured
-        ],
-        "machine": machine_info(),
-        "runs": runs,
-        "warmup": warmup,
-        "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-    }
-    save(record)
-    return record
 
 
 def _read() -> dict:
@@ -157,7 +110,7 @@ def lookup(model: Path) -> dict | None:
 def resolve_auto(model: Path) -> tuple[list[str] | None, str | None, str | None, str]:
     """``--provider auto``: (providers, device, precision, one line saying what was chosen and why).
     With no record, the default order (providers None) and a line that says so."""
-    from lvunet_runtime.bench import split_spec
+    from lvunet_runtime.providers import split_spec
 
     record = lookup(model)
     if record is None:

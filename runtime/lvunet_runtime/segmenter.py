@@ -199,9 +199,9 @@ class Segmenter:
         """The WebGPU adapter this session runs on (``webgpu.Adapter``), or None for other providers."""
         if WEBGPU not in self.session.get_providers():
             return None
-        from lvunet_runtime import webgpu
+        from lvunet_runtime.webgpu import choose
 
-        return webgpu.choose(self.device)[1]
+        return choose(self.device)[1]
 
     def node_placement(self) -> dict[str, int]:
         """How many graph nodes each execution provider runs, from one profiled run of the probe.

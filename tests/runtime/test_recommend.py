@@ -31,7 +31,7 @@ def test_the_fastest_provider_that_agrees_is_recorded_and_followed(cache, tmp_pa
     monkeypatch.setattr(recommend, "candidates", lambda: [(s, None) for s in results])
     monkeypatch.setattr(bench, "_in_subprocess", lambda model, spec, *a: dict(results[spec]))
     polyp = resolve_model("polyp")
-    record = recommend.recommend(polyp, runs=5, warmup=1)
+    record = bench.recommend_provider(polyp, runs=5, warmup=1)
     assert record["provider"] == "openvino" and record["median_ms"] == 4.1
     assert [m["agrees"] for m in record["measured"]] == [True, True, False]
     stored = json.loads(cache.read_text())["records"]

@@ -34,13 +34,13 @@ from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.middleware.trustedhost import TrustedHostMiddleware
 
-from lvunet_runtime import __version__
 from lvunet_runtime.contract import threshold_problem
 from lvunet_runtime.errors import LVUNetRuntimeError, first_line
 from lvunet_runtime.image import DEFAULT_MAX_PIXELS, load_image
 from lvunet_runtime.model_files import bundled_models
 from lvunet_runtime.outputs import encode_png, image_json, mask_png, overlay, probability_png
 from lvunet_runtime.segmenter import Segmenter, SegmenterSpec
+from lvunet_runtime.version import __version__
 
 DEFAULT_MAX_UPLOAD_MB = 50
 DEFAULT_STORE_MB = 256
