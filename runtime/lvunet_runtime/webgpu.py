@@ -125,9 +125,9 @@ def ep_devices() -> list:
 
 
 def _is_software(ep_device) -> bool:
-    import onnxruntime as ort
-
-    return ep_device.device.type == ort.OrtHardwareDeviceType.CPU
+    """The plugin lists the software adapter as a CPU hardware device (``OrtHardwareDeviceType.CPU``)."""
+    kind = ep_device.device.type
+    return getattr(kind, "name", str(kind)).upper().endswith("CPU")
 
 
 def vulkan_devices() -> list[dict]:

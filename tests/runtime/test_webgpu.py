@@ -21,7 +21,8 @@ def _device(kind):
     )
 
 
-CPU, GPU = ort.OrtHardwareDeviceType.CPU, ort.OrtHardwareDeviceType.GPU
+# onnxruntime's OrtHardwareDeviceType (1.22+; the lowest versions the runtime supports lack it)
+CPU, GPU = SimpleNamespace(name="CPU"), SimpleNamespace(name="GPU")
 
 
 def test_hardware_first_software_only_when_asked(monkeypatch):

@@ -21,7 +21,7 @@ pytestmark = pytest.mark.webgpu
 
 IMAGES = sorted((DATA / "images").glob("*.jpg"))
 WEBGPU = "WebGpuExecutionProvider"
-LOGIT_TOLERANCE = 1e-3  # measured: at most 4e-5 on the samples (SwiftShader vs the CPU EP)
+LOGIT_TOLERANCE = 2e-4  # measured: at most 4e-5 on the samples (SwiftShader vs the CPU EP)
 THRESHOLD_MARGIN = (
     1e-4  # masks may differ only where the probability is this close to the threshold
 )
