@@ -108,7 +108,7 @@ def train_command(
     run = resume or out
     try:
         metrics = train(config, resume=resume, progress=progress, stop_after=stop_after)
-    except KeyboardInterrupt:
+    except (KeyboardInterrupt, Interrupted):
         raise Interrupted(f"continue with --resume {run}") from None
     except (
         OSError

@@ -10,15 +10,19 @@ logging, Pillow's pixel limit, which ``--max-pixels`` replaces) are made here, n
 from __future__ import annotations
 
 import os
+import signal
 import sys
 import tempfile
+import threading
 import time
 import traceback
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import typer
 
-from lvunet_runtime.errors import LVUNetRuntimeError, describe_os_error, first_line
+from lvunet_runtime.errors import Interrupted, LVUNetRuntimeError, describe_os_error, first_line
 
 EXIT_DONE, EXIT_REFUSED, EXIT_PARTIAL, EXIT_INTERNAL, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
 EXIT_CODES_HELP = (
@@ -75,13 +79,40 @@ def run_command(app: typer.Typer, program: str, argv: list[str] | None = None) -
     debug = "--debug" in args
     args = [a for a in args if a != "--debug"]
     configure_process()
+    with _sigterm_as_interrupt():
+        return _run(app, program, args, debug)
+
+
+@contextmanager
+def _sigterm_as_interrupt() -> Iterator[None]:
+    """Ctrl-C (SIGINT) and SIGTERM (a service manager stopping us, ``kill``) end a command alike:
+    :class:`Interrupted` unwinds it (temporary files removed, the run record closed), one line, exit 130.
+    Only on the main thread, and the handlers are restored afterwards."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def interrupt(signum, frame) -> None:
+        raise Interrupted()
+
+    previous = {s: signal.signal(s, interrupt) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for number, handler in previous.items():
+            signal.signal(number, handler)
+
+
+def _run(app: typer.Typer, program: str, args: list[str], debug: bool) -> int:
     try:
         code = app(args=args, prog_name=program, standalone_mode=False)
     except LVUNetRuntimeError as exc:
         typer.echo(f"{program}: error: {_with_hint(first_line(exc), exc)}", err=True)
         return exc.exit_code
-    except KeyboardInterrupt as exc:
-        hint = getattr(exc, "hint", "") or "outputs written so far are complete"
+    except (KeyboardInterrupt, Interrupted) as exc:
+        hint = getattr(exc, "hint", "") or (
+            "what was written so far is complete and recorded: rerun the same command to do the rest"
+        )
         typer.echo(f"{program}: interrupted; {hint}", err=True)
         return EXIT_INTERRUPTED
     except OSError as exc:

@@ -50,8 +50,10 @@ class StoppedError(LVUNetRuntimeError):
     exit_code = 2
 
 
-class Interrupted(KeyboardInterrupt):
-    """Ctrl-C, carrying what the user can do next (e.g. ``continue with --resume RUN``)."""
+class Interrupted(BaseException):
+    """Ctrl-C or SIGTERM during a command, carrying what the user can do next (e.g. ``continue with
+    --resume RUN``). Not a KeyboardInterrupt: click would turn that into a silent exit code 130, so the
+    command runner raises this instead and says what happened."""
 
     def __init__(self, hint: str = "") -> None:
         super().__init__(hint)

@@ -14,24 +14,36 @@ from __future__ import annotations
 
 import os
 import time
+from pathlib import Path
 
 import numpy as np
 
 from lvunet_runtime.data import VIDEO_SUFFIXES
-from lvunet_runtime.errors import ImageError, OutputError, describe_os_error, stops_the_run
+from lvunet_runtime.errors import (
+    ImageError,
+    Interrupted,
+    OutputError,
+    describe_os_error,
+    stops_the_run,
+)
 from lvunet_runtime.image import load_image
 from lvunet_runtime.inputs import collect_inputs, read_path_list
+from lvunet_runtime.lock import run_lock
 from lvunet_runtime.outputs import finish_image
 from lvunet_runtime.pipeline import run_pipeline
 from lvunet_runtime.plan import InferOptions, Job, default_workers, plan_jobs
 from lvunet_runtime.progress import Meter
 from lvunet_runtime.records import (
+    RECORD_NAME,
     RunSummary,
+    _relative,
     check_records,
     failure_entry,
+    kept_results,
     read_record,
     read_records,
     run_settings,
+    write_plan,
     write_record,
 )
 from lvunet_runtime.segmenter import Prepared, Segmenter
@@ -63,8 +75,10 @@ def run_images(
         rgb, _ = load_image(job.source, max_pixels=options.max_pixels)
         return segmenter.prepare(rgb, keep_image="overlay" in job.outputs)
 
+    written: dict[Path, dict] = {}  # per input, as soon as its files are written (a writer thread)
+
     def finish(job: Job, prepared: Prepared, output: np.ndarray) -> dict:
-        return finish_image(
+        stats = finish_image(
             segmenter,
             output,
             prepared.size,
@@ -74,54 +88,56 @@ def run_images(
             keep_largest=options.keep_largest,
             source=str(job.source),
         )
+        written[job.source] = stats
+        return stats
 
     start = time.perf_counter()
-    outcomes = run_pipeline(
-        segmenter, jobs, load, finish, workers=options.workers, batch_size=options.batch_size
-    )
-    with Meter(len(jobs), options.progress, "images") as meter:
+    try:
+        _consume(
+            run_pipeline(
+                segmenter,
+                jobs,
+                load,
+                finish,
+                workers=options.workers,
+                batch_size=options.batch_size,
+            ),
+            len(jobs),
+            options,
+            summary,
+        )
+    finally:  # interrupted too: every image whose files exist is in the record, in input order
+        done = [job for job in jobs if job.source in written]
+        summary.processed += len(done)
+        summary.images += [{"input": str(job.source), **written[job.source]} for job in done]
+        failed = {f["input"] for f in summary.failed}
+        summary.not_done += sum(
+            1 for j in jobs if j.source not in written and str(j.source) not in failed
+        )
+        summary.seconds += time.perf_counter() - start
+
+
+def _consume(outcomes, count: int, options: InferOptions, summary: RunSummary) -> None:
+    """The pipeline's outcomes: failures recorded, a fault that would repeat for every file stops."""
+    with Meter(count, options.progress, "images") as meter:
         for outcome in outcomes:
             if outcome.error is not None and stops_the_run(outcome.error):
                 summary.stopped = describe_os_error(outcome.error)
                 break
             if outcome.error is not None:
                 summary.failed.append(failure_entry(outcome.item.source, outcome.error))
-            else:
-                summary.processed += 1
-                summary.images.append({"input": str(outcome.item.source), **outcome.result})
             meter.advance()
         outcomes.close()
-    summary.not_done += len(jobs) - meter.done
-    summary.seconds += time.perf_counter() - start
 
 
-def infer(inputs: list[str], segmenter: Segmenter, options: InferOptions) -> RunSummary:
-    """Segment every input; bad inputs are recorded in the summary and skipped.
-
-    Raises:
-        OutputError: before any work, when the output folder or its record forbids the run.
-    """
-    if options.input_list is not None:
-        inputs = [*inputs, *read_path_list(options.input_list)]
-    found = collect_inputs(inputs, options.recursive)
-    settings = run_settings(segmenter, options)
-    summary = RunSummary(
-        model=str(segmenter.path), providers=segmenter.active_providers, settings=settings
-    )
-    summary.provider_fallback = list(getattr(segmenter, "fallback", []))
-    if segmenter.adapter is not None:
-        summary.adapter = segmenter.adapter.to_dict()
-    if summary.providers[0] != "CPUExecutionProvider":  # what the accelerator left to the CPU
-        summary.node_placement = segmenter.node_placement()
-    summary.failed.extend(found.errors)
-    check_output_folder(options.out)
-    previous = check_records(read_records(options.out), settings, options)
-    guard = OutputGuard(overwrite=options.overwrite, inputs=[s.path for s in found.sources])
-    guard.check(
-        options.out / options.record_name,
-        ours=read_record(options.out, options.record_name) is not None,
-    )
-    jobs = plan_jobs(found.sources, options, guard, previous, summary)
+def run_jobs(
+    segmenter: Segmenter,
+    jobs: list[Job],
+    options: InferOptions,
+    guard: OutputGuard,
+    summary: RunSummary,
+) -> None:
+    """Images (here or on Ray), then videos; a fault that would repeat for every file stops both."""
     videos = [j for j in jobs if j.source.suffix.lower() in VIDEO_SUFFIXES]
     images = [j for j in jobs if j not in videos]
     if options.ray:  # images on the cluster; videos (sequential by nature) here
@@ -144,5 +160,61 @@ def infer(inputs: list[str], segmenter: Segmenter, options: InferOptions) -> Run
                 summary.failed.append(failure_entry(job.source, exc))
         except (ImageError, OutputError) as exc:
             summary.failed.append(failure_entry(job.source, exc))
-    write_record(options, summary, previous, guard)
+
+
+def infer(inputs: list[str], segmenter: Segmenter, options: InferOptions) -> RunSummary:
+    """Segment every input; bad inputs are recorded in the summary and skipped.
+
+    Raises:
+        OutputError: before any work, when the output folder or its record forbids the run.
+    """
+    if options.input_list is not None:
+        inputs = [*inputs, *read_path_list(options.input_list)]
+    found = collect_inputs(inputs, options.recursive)
+    settings = run_settings(segmenter, options)
+    summary = RunSummary(
+        model=str(segmenter.path), providers=segmenter.active_providers, settings=settings
+    )
+    summary.provider_fallback = list(getattr(segmenter, "fallback", []))
+    if segmenter.adapter is not None:
+        summary.adapter = segmenter.adapter.to_dict()
+    if summary.providers[0] != "CPUExecutionProvider":  # what the accelerator left to the CPU
+        summary.node_placement = segmenter.node_placement()
+    summary.failed.extend(found.errors)
+    check_output_folder(options.out)
+    records = read_records(options.out)
+    previous = check_records(records, settings, options)
+    guard = OutputGuard(overwrite=options.overwrite, inputs=[s.path for s in found.sources])
+    guard.check(
+        options.out / options.record_name,
+        ours=read_record(options.out, options.record_name) is not None,
+    )
+    jobs = plan_jobs(found.sources, options, guard, previous, summary)
+    if not jobs:
+        return summary
+    made_folder = not options.out.exists()
+    options.out.mkdir(parents=True, exist_ok=True)
+    try:
+        _run_recorded(segmenter, jobs, options, guard, summary, records, previous)
+    finally:
+        if made_folder and not any(
+            options.out.iterdir()
+        ):  # a run that wrote nothing leaves no folder
+            options.out.rmdir()
     return summary
+
+
+def _run_recorded(segmenter, jobs, options, guard, summary, records, previous) -> None:
+    """The jobs under the run lock, the record written before (the plan) and after (what was done)."""
+    with run_lock(options.out, options.record_name, summary.notes):
+        planned = {_relative(p, options.out) for job in jobs for p in job.outputs.values()}
+        write_plan(options, summary, previous, planned, guard)
+        try:
+            run_jobs(segmenter, jobs, options, guard, summary)
+        except (KeyboardInterrupt, Interrupted):
+            summary.stopped = "interrupted"
+            raise
+        finally:  # also when interrupted: the record lists what was finished
+            own = [r for r in records if r.get("record_file", RECORD_NAME) == options.record_name]
+            summary.images = kept_results(own, summary)
+            write_record(options, summary, previous, guard, planned=True)

@@ -69,6 +69,9 @@ class RunSummary:
     not_done: int = 0
     stopped: str = ""
     record_error: str = ""
+    notes: list[str] = field(
+        default_factory=list
+    )  # one line each, for the console (a lock taken over)
     ray: dict = field(default_factory=dict)
     node_placement: dict = field(default_factory=dict)
     provider_fallback: list[str] = field(default_factory=list)
@@ -118,9 +121,15 @@ def run_settings(segmenter, options) -> dict:
         "threshold": segmenter.threshold,
         "keep_largest": options.keep_largest,
     }
-    if segmenter.tta != "off":  # recorded only when used: records written before --tta still match
-        settings["tta"] = segmenter.tta
+    settings["tta"] = (
+        segmenter.tta
+    )  # defaults are recorded too: a rerun with another value is refused
     return settings
+
+
+# What a setting was when a record predates it (records written before --tta existed, or that left a
+# default out): compared as this value, so ``--tta off`` into a folder made with ``--tta hv`` is refused.
+SETTING_DEFAULTS = {"tta": "off"}
 
 
 def check_records(records: list[dict], settings: dict, options) -> set[str]:
@@ -142,10 +151,11 @@ def check_records(records: list[dict], settings: dict, options) -> set[str]:
     for record in records:
         previous = record.get("settings", {})
         for key, value in settings.items():
-            if previous.get(key) != value and not options.overwrite:
+            before = previous.get(key, SETTING_DEFAULTS.get(key))
+            if before != value and not options.overwrite:
                 what = "model file" if key == "model_sha256" else key.replace("_", "-")
                 raise OutputError(
-                    f"{options.out} holds outputs made with another {what} ({previous.get(key)!r}, now "
+                    f"{options.out} holds outputs made with another {what} ({before!r}, now "
                     f"{value!r}); choose another --out, or pass --overwrite to redo them"
                 )
     return {o for r in records for o in r["outputs"]}
@@ -157,25 +167,57 @@ def _relative(path: Path, out: Path) -> str:
     return path.relative_to(out).as_posix() if path.is_relative_to(out) else str(path)
 
 
-def write_record(options, summary: RunSummary, previous: set[str], guard: OutputGuard) -> None:
-    """The run record: this run's summary, its settings, and every output of ours in ``--out``."""
-    out = options.out
-    created = {_relative(p, out) for p in guard.created}
-    if not created:  # nothing new: the earlier record stays as it is
-        return
+def write_plan(options, summary: RunSummary, previous: set[str], planned: set[str], guard) -> None:
+    """Before any work: the record with this run's settings and, as its outputs, the earlier ones and
+    every output this run is about to write (``status: running``). Outputs are written atomically, so
+    after an interruption (Ctrl-C, SIGTERM, kill -9, a crash) each listed file either exists whole or
+    not at all, and a rerun of the same command keeps the first and does the rest."""
+    record = _record(options, summary, sorted(previous | planned), status="running")
+    guard.write(options.out / options.record_name, record, ours=True)
+
+
+def _record(options, summary: RunSummary, outputs: list[str], status: str) -> bytes:
     record = {
         "tool": RECORD_TOOL,
         "record_version": RECORD_VERSION,
         "record_file": options.record_name,
         "num_parts": options.num_parts,
         "part_id": options.part_id,
+        "status": status,
         **summary.__dict__,
-        "outputs": sorted(previous | created),
+        "outputs": outputs,
     }
+    return (json.dumps(record, indent=1) + "\n").encode()
+
+
+def kept_results(records: list[dict], summary: RunSummary) -> list[dict]:
+    """Per-image results of earlier runs for inputs this run kept (their outputs still listed and not
+    redone), followed by this run's: a rerun that did the rest keeps everyone's areas."""
+    done = {entry["input"] for entry in summary.images}
+    earlier = {}
+    for record in records:
+        for entry in record.get("images", []):
+            if isinstance(entry, dict) and isinstance(entry.get("input"), str):
+                earlier[entry["input"]] = entry
+    return [e for i, e in earlier.items() if i not in done] + summary.images
+
+
+def write_record(
+    options, summary: RunSummary, previous: set[str], guard: OutputGuard, *, planned: bool = False
+) -> None:
+    """The run record: this run's summary, its settings, and every output of ours in ``--out`` (also
+    when nothing new was written, if :func:`write_plan` wrote a running record that must be closed)."""
+    out = options.out
+    created = {_relative(p, out) for p in guard.created} - {options.record_name}
+    if not created and not planned:  # nothing new: the earlier record stays as it is
+        return
+    if not created and not previous:  # the plan of a run that wrote nothing: leave no trace
+        (out / options.record_name).unlink(missing_ok=True)
+        return
+    status = "stopped" if summary.stopped else "done"
+    record = _record(options, summary, sorted(previous | created), status)
     try:
-        guard.write(
-            out / options.record_name, (json.dumps(record, indent=1) + "\n").encode(), ours=True
-        )
+        guard.write(out / options.record_name, record, ours=True)
     except (OSError, OutputError) as exc:
         summary.record_error = f"{options.record_name} not written ({exc})"
 

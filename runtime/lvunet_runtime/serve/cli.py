@@ -11,7 +11,7 @@ import typer
 
 from lvunet_runtime.cli import DEVICE_HELP, PRECISION_HELP, TTA_HELP, _providers
 from lvunet_runtime.command import EXIT_CODES_HELP, run_command, version_option
-from lvunet_runtime.errors import LVUNetRuntimeError
+from lvunet_runtime.errors import Interrupted, LVUNetRuntimeError
 from lvunet_runtime.image import DEFAULT_MAX_PIXELS
 
 INSTALL = "pip install 'lvunet-runtime[serve]'"
@@ -154,7 +154,10 @@ def run_server(app, host: str, port: int, model: str) -> None:
         config = uvicorn.Config(app, log_level="warning", access_log=False, lifespan="on")
         try:
             uvicorn.Server(config).run(sockets=[sock])
-        except KeyboardInterrupt:  # uvicorn re-raises Ctrl+C after its clean shutdown: the way out
+        except (
+            KeyboardInterrupt,
+            Interrupted,
+        ):  # uvicorn re-raises the signal after its clean shutdown
             typer.echo("lvunet-serve: stopped")
     finally:
         sock.close()
