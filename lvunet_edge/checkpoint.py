@@ -6,7 +6,9 @@ so a checkpoint handed over by someone else cannot run code on load.
 
 from __future__ import annotations
 
+import errno
 import os
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -25,11 +27,24 @@ CHECKPOINT_VERSION = 1
 def atomic_torch_save(obj: Any, path: str | Path) -> None:
     """``torch.save`` through the runtime's one atomic writer: never a half-written file, the usual
     permissions, data on disk (fsync) before the rename."""
-    with atomic_file(Path(path)) as tmp:
+    path = Path(path)
+    with atomic_file(path) as tmp:
         with open(tmp, "wb") as handle:
-            torch.save(obj, handle)
+            try:
+                torch.save(obj, handle)
+            except RuntimeError as exc:  # torch reports a failed write (a full disk) this way
+                raise _write_fault(path, exc) from None
             handle.flush()
             os.fsync(handle.fileno())
+
+
+def _write_fault(path: Path, exc: BaseException) -> OSError:
+    """A failed ``torch.save`` as the OSError it is (a full disk when the disk is nearly full), so the
+    run stops with exit 2 and says how to continue; the previous file at ``path`` is untouched."""
+    free = shutil.disk_usage(path.parent).free
+    if free < 64 << 20:
+        return OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path))
+    return OSError(errno.EIO, f"could not write the checkpoint ({first_line(exc)})", str(path))
 
 
 def save_checkpoint(path: str | Path, model: LVUNet, **info: Any) -> None:

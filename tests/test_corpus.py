@@ -26,6 +26,7 @@ from tests.helpers import (
     BUSI_IMAGE,
     DATA,
     RawJSON,
+    assert_one_line_error,
     checksums,
     cli,
     copy_pairs,
@@ -935,3 +936,95 @@ def test_training_help_and_version_do_not_import_torch(tmp_path):
     for flag in ("--help", "--version"):
         result = run_entry("train", [flag], env)
         assert result.returncode == 0 and "Traceback" not in result.stderr, result.stderr
+
+
+@pytest.mark.parametrize("free_mb", [1, 10_000])
+def test_a_checkpoint_that_cannot_be_written_stops_with_exit_2_and_the_previous_one_kept(
+    tmp_path, monkeypatch, free_mb
+):
+    """torch.save reports a failed write (a full disk) as RuntimeError: exit 2 with how to continue,
+    never exit 3; the last.pt of the epoch before stays loadable and resumable."""
+    import shutil as shutil_module
+
+    import torch
+
+    from lvunet_edge.checkpoint import read_checkpoint
+
+    real, calls = torch.save, []
+
+    def failing_save(obj, handle, *args, **kwargs):
+        calls.append(1)
+        if len(calls) > 2:  # epoch 1's best.pt and last.pt are written; epoch 2's fail
+            handle.write(b"half a checkpoint")
+            raise RuntimeError(
+                "[enforce fail at inline_container.cc:783] . PytorchStreamWriter failed writing file data/12: file write failed"
+            )
+        return real(obj, handle, *args, **kwargs)
+
+    usage = shutil_module.disk_usage(tmp_path)
+    monkeypatch.setattr(torch, "save", failing_save)
+    monkeypatch.setattr(shutil_module, "disk_usage", lambda p: usage._replace(free=free_mb << 20))
+    run = tmp_path / "r"
+    args = [
+        "--data",
+        DATA,
+        "--out",
+        run,
+        "--image-size",
+        "128",
+        "--epochs",
+        "3",
+        "--deep-epochs",
+        "1",
+    ]
+    result = cli("train", *args, "--batch-size", "4", "--no-progress")
+    assert result.exit_code == 2 and "Traceback" not in result.stderr, result.stderr
+    line = result.stderr.strip().splitlines()[-1]
+    assert f"--resume {run}" in line
+    assert ("No space left on device" if free_mb == 1 else "could not write the checkpoint") in line
+    assert read_checkpoint(run / "last.pt")["epoch"] == 0  # the previous one, whole
+    assert not list(run.glob(".lvunet-*"))  # the half-written temporary is gone
+    monkeypatch.undo()
+    resumed = cli("train", "--resume", run, "--no-progress")
+    assert resumed.exit_code == 0, resumed.stderr
+
+
+@pytest.mark.parametrize("content", [None, "notes.txt", "sub/"])
+def test_bench_end_to_end_without_images_is_refused(tmp_path, content):
+    folder = tmp_path / "empty"
+    folder.mkdir()
+    if content == "notes.txt":
+        (folder / content).write_text("not an image")
+    elif content == "sub/":
+        (folder / "sub").mkdir()
+    result = cli("bench", "--end-to-end", folder, "--runs", "1", "--warmup", "0")
+    assert_one_line_error(result.exit_code, result.stderr, "holds no images", "lvunet-bench")
+
+
+@pytest.mark.parametrize(
+    ("change", "words"),
+    [
+        ("opset", "the model needs opset 40; this onnxruntime"),
+        ("ir", "the model needs ONNX IR version 99; this onnxruntime"),
+        ("truncated", "not a loadable ONNX model"),
+    ],
+)
+def test_a_model_newer_than_onnxruntime_names_both_versions(tmp_path, change, words):
+    import onnx
+    from lvunet_runtime.model_files import resolve_model
+
+    path = tmp_path / "m.onnx"
+    if change == "truncated":
+        path.write_bytes(resolve_model("polyp").read_bytes()[:4000])
+    else:
+        model = onnx.load(str(resolve_model("polyp")))
+        if change == "opset":
+            for entry in model.opset_import:
+                if entry.domain in ("", "ai.onnx"):
+                    entry.version = 40
+        else:
+            model.ir_version = 99
+        onnx.save(model, str(path))
+    result = cli("infer", BUSI_IMAGE, "--model", path, "--out", tmp_path / "o")
+    assert_one_line_error(result.exit_code, result.stderr, words, "lvunet-infer")
+    assert change == "truncated" or "upgrade onnxruntime" in result.stderr

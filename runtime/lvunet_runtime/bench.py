@@ -296,6 +296,13 @@ def plan_benchmark(
         )
     if end_to_end_dir is not None and not end_to_end_dir.is_dir():
         raise LVUNetRuntimeError(f"--end-to-end folder not found: {end_to_end_dir}")
+    if end_to_end_dir is not None:
+        from lvunet_runtime.data import is_image_file
+
+        if not any(is_image_file(p) for p in end_to_end_dir.iterdir()):
+            raise LVUNetRuntimeError(
+                f"--end-to-end folder {end_to_end_dir} holds no images to time (jpg, png, tif, bmp, ...)"
+            )
     return BenchPlan(
         path,
         contract.precision,

@@ -185,7 +185,29 @@ def open_session(
             str(path), options, providers=providers, provider_options=settings
         )
     except Exception as exc:  # onnxruntime raises its own pybind types for bad files
-        raise ModelError(f"{path}: not a loadable ONNX model ({first_line(exc, 200)})") from None
+        raise ModelError(f"{path}: {load_failure(exc)}") from None
+
+
+def load_failure(exc: BaseException) -> str:
+    """Why ONNX Runtime cannot load a file, in words: a model newer than this onnxruntime (its opset or
+    IR version) names both versions and the fix; anything else is the first line of ORT's reason."""
+    import re
+
+    text = " ".join(str(exc).split())
+    opset = re.search(r"Opset (\d+) is under development", text)
+    supported = re.search(r"official support for domain ai\.onnx is till opset (\d+)", text)
+    if opset and supported:
+        return (
+            f"the model needs opset {opset.group(1)}; this onnxruntime {ort.__version__} supports up "
+            f"to opset {supported.group(1)}: upgrade onnxruntime (pip install --upgrade onnxruntime)"
+        )
+    ir = re.search(r"Unsupported model IR version: (\d+), max supported IR version: (\d+)", text)
+    if ir:
+        return (
+            f"the model needs ONNX IR version {ir.group(1)}; this onnxruntime {ort.__version__} reads up "
+            f"to {ir.group(2)}: upgrade onnxruntime (pip install --upgrade onnxruntime)"
+        )
+    return f"not a loadable ONNX model ({first_line(exc, 200)})"
 
 
 def _open_webgpu_session(
