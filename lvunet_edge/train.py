@@ -18,7 +18,7 @@ from typing import Any
 import torch
 import torch.distributed as dist
 from lvunet_runtime.contract import ModelContract
-from lvunet_runtime.data import find_pairs
+from lvunet_runtime.data import check_mask_rules, describe_mask_rules, find_pairs
 from lvunet_runtime.errors import first_line
 from torch import nn
 from tqdm import tqdm
@@ -231,6 +231,7 @@ def load_data(run: Run, state: dict[str, Any] | None) -> None:
     """Pair, decode and split the data once (the split recorded by the run when resuming)."""
     config = run.config
     dataset = load_dataset(find_pairs(config.data), run.contract, config.workers)
+    check_mask_rules(dataset.mask_rules, Path(config.data) / "masks")  # never train on nothing
     split = (
         state["split"]
         if state
@@ -257,10 +258,7 @@ def load_data(run: Run, state: dict[str, Any] | None) -> None:
     run.masks = torch.from_numpy(train_set.masks).to(run.device)  # (N, S, S) uint8
     if run.main:
         write_split(run.run_dir / "split.json", split)
-        rules = ", ".join(
-            f"{n} mask(s) empty" if r == "empty" else f"{n} mask(s) binarised at {r}"
-            for r, n in sorted(dataset.mask_rules.items())
-        )
+        rules = describe_mask_rules(dataset.mask_rules)
         sizes = "/".join(str(len(run.sets[k].ids)) for k in ("train", "val", "test"))
         run.log(
             f"data: {len(dataset.ids)} pairs from {config.data} ({rules}); split {sizes} "
@@ -488,6 +486,7 @@ def final_test(run: Run) -> dict:
     )
     metrics["best_epoch"] = run.best["epoch"]
     metrics["epochs"] = run.config.epochs
+    metrics["mask_rules"] = run.sets["train"].mask_rules  # how the dataset's masks were read
     metrics["deep_epochs"] = run.config.effective_deep_epochs
     (run.run_dir / "metrics.json").write_text(json.dumps(metrics, indent=1) + "\n")
     record_test_metrics(run.run_dir / "best.pt", metrics)

@@ -357,6 +357,9 @@ def eval_command(
         f"precision {result['precision']:.4f}, recall {result['recall']:.4f}); "
         f"median {result['median_ms']:.1f} ms/image"
     )
+    from lvunet_runtime.data import describe_mask_rules
+
+    typer.echo(f"masks: {describe_mask_rules(result['mask_rules'])}")
     typer.echo("worst: " + ", ".join(f"{r['id']} (Dice {r['dice']:.3f})" for r in result["worst"]))
     typer.echo("slowest: " + ", ".join(f"{r['id']} ({r['ms']:.1f} ms)" for r in result["slowest"]))
     seen = result["in_training"]

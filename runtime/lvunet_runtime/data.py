@@ -106,10 +106,20 @@ def find_pairs(root: str | Path, ids: list[str] | None = None) -> list[Pair]:
 
 
 def read_mask(path: str | Path) -> tuple[np.ndarray, str]:
-    """A mask file as a boolean (H, W) array, and the rule used to binarise it.
+    """A mask file as a boolean (H, W) array, and the rule that binarised it, in words.
 
-    0/1 masks are binarised at ``> 0``; 8-bit masks at ``> 127``; 16-bit masks at half their range;
-    an all-zero mask is reported as ``empty`` (no rule was needed).
+    The one mask reader of training, ``lvunet-eval`` and the exporter. Foreground is decided from what
+    the file holds, not from its luminance:
+
+    - grey values: above half their range (``>127`` for 8-bit masks, ``>32767`` for 16-bit ones that
+      use it); a mask whose foreground value is small (0/1 masks, also when saved as JPEG, whose noise
+      gives values like 2 or 3) above half that value (``>0``);
+    - colour masks (an object drawn in red or blue on black): the brightest channel, by the same rule;
+    - palette masks: every palette index other than the most common one (the background);
+    - an all-zero mask is ``empty``.
+
+    A mask with many values between background and foreground (antialiased edges, a gradient) is
+    binarised by the same rule and the rule says so (``, 12% intermediate``).
 
     Raises:
         ImageError: missing, not an image, corrupt.
@@ -118,18 +128,68 @@ def read_mask(path: str | Path) -> tuple[np.ndarray, str]:
     try:
         with Image.open(path) as image:
             image.load()
-            if image.mode in SIXTEEN_BIT_MODES:
-                array = np.asarray(image).astype(np.int64)
-                top = 65535 if array.max(initial=0) > 255 else 255
-            else:
-                array, top = np.asarray(image.convert("L")), 255
+            array, kind = _mask_values(image)
     except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as exc:
         raise ImageError(f"{path}: unreadable mask ({exc})") from None
+    if kind == "palette":
+        values, counts = np.unique(array, return_counts=True)
+        background = values[np.argmax(counts)]
+        if len(values) == 1:
+            return np.zeros(array.shape, bool), "empty"
+        return array != background, f"palette index != {int(background)}"
     if array.max(initial=0) == 0:
         return array > 0, "empty"
-    if array.max(initial=0) <= 1:
-        return array > 0, ">0"
-    return array > top // 2, f">{top // 2}"
+    nonzero = array[array > 0]
+    values, counts = np.unique(nonzero, return_counts=True)
+    top = int(values[np.argmax(counts)])  # the foreground's own value (1, 255, 65535, ...)
+    if array.max() > 255:
+        cut = 32767  # 16-bit masks that use their range
+    elif array.max() >= 128:
+        cut = 127
+    else:
+        cut = top // 2  # a low-range mask (0/1, or 0/1 saved as JPEG): half its foreground value
+    rule = f">{cut}" if kind == "grey" else f"colour, brightest channel >{cut}"
+    intermediate = float(((array > 0) & (array != top)).mean() / max((array > 0).mean(), 1e-12))
+    if intermediate > 0.05:
+        rule += f", {intermediate:.0%} intermediate"
+    return array > cut, rule
+
+
+def _mask_values(image: Image.Image) -> tuple[np.ndarray, str]:
+    """The values a mask's foreground is decided from, and their kind (grey, colour, palette)."""
+    if image.mode in SIXTEEN_BIT_MODES:
+        return np.asarray(image).astype(np.int64), "grey"
+    if image.mode == "P":
+        return np.asarray(image), "palette"
+    if image.mode in ("1", "L", "LA"):
+        return np.asarray(image.convert("L")), "grey"
+    rgb = np.asarray(image.convert("RGB"))
+    if (rgb[..., 0] == rgb[..., 1]).all() and (rgb[..., 1] == rgb[..., 2]).all():
+        return rgb[..., 0], "grey"
+    return rgb.max(axis=2), "colour"
+
+
+def check_mask_rules(rules: dict[str, int], folder: str | Path) -> None:
+    """A dataset whose every mask came out empty is refused: training or scoring on it would run to the
+    end on nothing (a test IoU of 0, or every image a miss) without a word.
+
+    Raises:
+        DataError: naming how many masks there are and what to check.
+    """
+    total = sum(rules.values())
+    if total and rules.get("empty", 0) == total:
+        raise DataError(
+            f"every mask in {folder} is empty ({total} masks, all pixels 0): check that the mask files "
+            "hold the objects (grey, colour, palette and 0/1 masks are all read)"
+        )
+
+
+def describe_mask_rules(rules: dict[str, int]) -> str:
+    """``12 masks binarised at >127, 1 empty``: the rule per dataset, for logs and summaries."""
+    return ", ".join(
+        f"{n} empty" if rule == "empty" else f"{n} binarised at {rule}"
+        for rule, n in sorted(rules.items(), key=lambda item: -item[1])
+    )
 
 
 def file_sha256(path: str | Path) -> str:

@@ -12,7 +12,7 @@ from collections.abc import Callable
 
 import numpy as np
 
-from lvunet_runtime.data import Pair, content_hash, read_mask
+from lvunet_runtime.data import Pair, check_mask_rules, content_hash, read_mask
 from lvunet_runtime.errors import ImageError
 from lvunet_runtime.image import load_image
 from lvunet_runtime.metrics import confusion_counts, per_image_scores, summarize
@@ -23,7 +23,7 @@ def score_pair(segmenter: Segmenter, pair: Pair, seen: frozenset[str] = frozense
     """One pair: the model's mask against the ground truth, at the image's own size; ``in_training``
     when the image file's content hash is among the model's training images."""
     rgb, _ = load_image(pair.image)
-    target, _ = read_mask(pair.mask)
+    target, rule = read_mask(pair.mask)
     if target.shape != rgb.shape[:2]:
         raise ImageError(
             f"{pair.id}: mask size {target.shape[1]}x{target.shape[0]} differs from image "
@@ -44,6 +44,7 @@ def score_pair(segmenter: Segmenter, pair: Pair, seen: frozenset[str] = frozense
         "fn": fn,
         "ms": ms,
         "in_training": bool(seen) and content_hash(pair.image) in seen,
+        "mask_rule": rule,
     }
 
 
@@ -69,11 +70,16 @@ def evaluate(
             progress()
     if not rows:
         raise ImageError(f"no pair could be scored: {skipped[0] if skipped else 'no pairs'}")
+    rules: dict[str, int] = {}
+    for row in rows:
+        rules[row["mask_rule"]] = rules.get(row["mask_rule"], 0) + 1
+    check_mask_rules(rules, pairs[0].mask.parent)
     unseen = [r for r in rows if not r["in_training"]]
     return {
         "model": str(segmenter.path),
         "providers": segmenter.active_providers,
         "tta": segmenter.tta,
+        "mask_rules": rules,
         **_metrics(rows),
         "in_training": [r["id"] for r in rows if r["in_training"]],
         "not_in_training": _metrics(unseen) if unseen and len(unseen) < len(rows) else None,

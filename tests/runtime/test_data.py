@@ -70,7 +70,7 @@ def test_masks_binarised_by_their_range(tmp_path):
     edge[4, 9:31] = edge[20, 9:31] = 100  # an antialiased edge: below half the range is background
     Image.fromarray(edge).save(tmp_path / "antialiased.png")
     mask, found = read_mask(tmp_path / "antialiased.png")
-    assert found == ">127" and mask.sum() == 15 * 20 and not mask[4].any()
+    assert found == ">127, 13% intermediate" and mask.sum() == 15 * 20 and not mask[4].any()
     Image.new("L", (8, 8)).save(tmp_path / "empty.png")
     mask, found = read_mask(tmp_path / "empty.png")
     assert found == "empty" and not mask.any()
@@ -108,3 +108,69 @@ def test_metrics_on_hand_made_masks():
     assert summary["dataset_iou"] == pytest.approx(4 / 9)
     assert summary["precision"] == pytest.approx(0.8) and summary["recall"] == 0.5
     assert summary["batch_pooled_iou"] == pytest.approx((4 / 9 + 1.0) / 2)
+
+
+def _object(value, shape=(200, 150), mode="L"):
+    array = (
+        np.zeros((*shape[::-1], 3), np.uint8) if mode == "RGB" else np.zeros(shape[::-1], np.uint8)
+    )
+    array[25:100, 50:150] = value
+    return Image.fromarray(array)
+
+
+@pytest.mark.parametrize(
+    ("name", "image", "rule"),
+    [
+        ("red.png", _object((255, 0, 0), mode="RGB"), "colour, brightest channel >127"),
+        ("blue.png", _object((0, 0, 200), mode="RGB"), "colour, brightest channel >127"),
+        (
+            "green_rgba.png",
+            _object((0, 180, 0), mode="RGB").convert("RGBA"),
+            "colour, brightest channel >127",
+        ),
+        ("palette.png", _object(3).convert("P"), "palette index != 0"),
+        ("zero_one.jpg", _object(1), ">0"),  # JPEG noise on a 0/1 mask: values 0..3
+        ("grey_rgb.png", _object((255, 255, 255), mode="RGB"), ">127"),
+    ],
+)
+def test_masks_as_people_save_them_keep_their_object(tmp_path, name, image, rule):
+    """A red or blue object on black (luminance would make it empty or half), a palette mask, 0/1 saved
+    as JPEG (the "> 127" rule would make it empty): the object is found, and the rule says how."""
+    if name == "palette.png":
+        image = Image.fromarray(np.asarray(_object(3))).convert("P")
+        image.putpalette([0, 0, 0, 255, 0, 0, 0, 255, 0, 0, 0, 255] + [0] * 756)
+    image.save(tmp_path / name, **({"quality": 75} if name.endswith(".jpg") else {}))
+    mask, found = read_mask(tmp_path / name)
+    assert found.startswith(rule), found
+    box = np.zeros((150, 200), bool)
+    box[25:100, 50:150] = True
+    assert (mask == box).mean() > 0.97 and mask[30:95, 55:145].all(), found
+
+
+def test_a_gradient_mask_is_binarised_with_a_remark():
+    import tempfile
+    from pathlib import Path
+
+    gradient = np.tile(np.linspace(0, 255, 64).astype(np.uint8), (16, 1))
+    with tempfile.TemporaryDirectory() as folder:
+        Image.fromarray(gradient).save(Path(folder) / "g.png")
+        mask, rule = read_mask(Path(folder) / "g.png")
+    assert rule.startswith(">127, ") and "intermediate" in rule and 0.4 < mask.mean() < 0.6
+
+
+def test_a_dataset_of_empty_masks_is_refused_by_training_and_eval(tmp_path):
+    from lvunet_runtime.data import check_mask_rules, describe_mask_rules
+
+    with pytest.raises(DataError, match="every mask in .* is empty .3 masks"):
+        check_mask_rules({"empty": 3}, tmp_path)
+    check_mask_rules({"empty": 2, ">127": 1}, tmp_path)  # some empty masks are normal
+    assert describe_mask_rules({"empty": 1, ">127": 5}) == "5 binarised at >127, 1 empty"
+    for stem in ("a", "b"):
+        write_pair(
+            tmp_path, stem, Image.new("RGB", (40, 30), (90, 40, 30)), Image.new("L", (40, 30))
+        )
+    from tests.helpers import cli
+
+    result = cli("eval", "--data", tmp_path, "--model", "polyp")
+    lines = result.stderr.strip().splitlines()
+    assert result.exit_code == 1 and len(lines) == 1 and "every mask in" in lines[0]

@@ -206,3 +206,26 @@ def test_option_defaults_are_the_config_defaults_and_the_threshold_reaches_the_c
     assert contract.threshold == 0.35 and contract.input_size == (256, 256)
     with pytest.raises(Exception, match="threshold must be a number strictly between 0 and 1"):
         TrainConfig(data="d", threshold=1.0)
+
+
+def test_training_refuses_a_dataset_of_empty_masks_and_records_the_mask_rule(
+    tmp_path, finished_run
+):
+    from PIL import Image
+
+    from tests.helpers import cli, copy_pairs
+
+    data = copy_pairs("busi", tmp_path / "data")
+    for mask in (data / "masks").iterdir():
+        Image.new("L", Image.open(mask).size).save(mask)  # every object erased
+    result = cli(
+        "train", "--data", data, "--out", tmp_path / "r", "--image-size", "128", "--epochs", "1"
+    )
+    lines = result.stderr.strip().splitlines()
+    assert result.exit_code == 1 and len(lines) == 1 and "every mask in" in lines[0], result.stderr
+    assert not (tmp_path / "r" / "last.pt").exists()
+    run_dir, _ = finished_run
+    rules = json.loads((run_dir / "metrics.json").read_text())["mask_rules"]
+    assert sum(rules.values()) > 0 and set(rules) <= {">127", "empty"} | {
+        r for r in rules if r.startswith(">127, ")
+    }
