@@ -18,7 +18,12 @@ from typing import Any
 import torch
 import torch.distributed as dist
 from lvunet_runtime.contract import ModelContract
-from lvunet_runtime.data import check_mask_rules, describe_mask_rules, find_pairs
+from lvunet_runtime.data import (
+    check_mask_rules,
+    describe_mask_rules,
+    find_pairs,
+    orientation_warnings,
+)
 from lvunet_runtime.errors import first_line
 from torch import nn
 from tqdm import tqdm
@@ -230,7 +235,10 @@ def start_run(config: TrainConfig, state: dict[str, Any] | None) -> Run:
 def load_data(run: Run, state: dict[str, Any] | None) -> None:
     """Pair, decode and split the data once (the split recorded by the run when resuming)."""
     config = run.config
-    dataset = load_dataset(find_pairs(config.data), run.contract, config.workers)
+    pairs = find_pairs(config.data)
+    for warning in orientation_warnings(pairs):
+        run.log(f"warning: {warning}")
+    dataset = load_dataset(pairs, run.contract, config.workers)
     check_mask_rules(dataset.mask_rules, Path(config.data) / "masks")  # never train on nothing
     split = (
         state["split"]

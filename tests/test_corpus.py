@@ -1028,3 +1028,72 @@ def test_a_model_newer_than_onnxruntime_names_both_versions(tmp_path, change, wo
     result = cli("infer", BUSI_IMAGE, "--model", path, "--out", tmp_path / "o")
     assert_one_line_error(result.exit_code, result.stderr, words, "lvunet-infer")
     assert change == "truncated" or "upgrade onnxruntime" in result.stderr
+
+
+def test_an_input_list_saved_with_a_byte_order_mark_reads_its_first_line(tmp_path):
+    listing = tmp_path / "list.txt"
+    listing.write_text(f"{BUSI_IMAGE}\n# a comment\n", encoding="utf-8-sig")  # Windows Notepad
+    result = cli("infer", "--input-list", listing, "--out", tmp_path / "o")
+    assert result.exit_code == 0 and "1 image(s) segmented" in result.stdout, result.stderr
+
+
+def test_recursive_never_descends_into_system_or_hidden_folders(tmp_path):
+    folder = tmp_path / "card"
+    for sub in (
+        ".Trashes/501",
+        ".thumbnails/large",
+        "$RECYCLE.BIN/S-1",
+        "__MACOSX",
+        "@eaDir",
+        "exam",
+    ):
+        (folder / sub).mkdir(parents=True)
+        shutil.copy(BUSI_IMAGE, folder / sub / f"{sub.split('/')[0].strip('.$@_')}.jpg")
+    result = cli("infer", folder, "--recursive", "--out", tmp_path / "o")
+    assert result.exit_code == 0 and "1 image(s) segmented" in result.stdout, result.stdout
+    assert [
+        p.relative_to(tmp_path / "o").as_posix() for p in (tmp_path / "o").rglob("*_mask.png")
+    ] == ["exam/exam_mask.png"]
+
+
+@pytest.mark.parametrize("where", ["out", "parent"])
+def test_an_output_folder_that_is_a_dangling_link_is_one_refusal(tmp_path, where):
+    link = tmp_path / "link"
+    link.symlink_to(tmp_path / "gone")
+    out = link if where == "out" else link / "sub"
+    result = cli("infer", BUSI_IMAGE, "--out", out)
+    assert_one_line_error(result.exit_code, result.stderr, "is a symbolic link to", "lvunet-infer")
+    assert link.is_symlink() and not (tmp_path / "gone").exists()
+
+
+def test_a_closed_stderr_and_a_broken_stdout_pipe_do_not_spoil_a_finished_run(tmp_path):
+    import subprocess
+    import sys
+
+    from tests.helpers import entry_code
+
+    out = tmp_path / "o"
+    code = entry_code("infer", [BUSI_IMAGE, "--out", out])
+    closed = subprocess.run(
+        [sys.executable, "-c", code],
+        stderr=subprocess.DEVNULL,
+        capture_output=False,
+        stdout=subprocess.PIPE,
+        close_fds=True,
+        text=True,
+    )
+    assert closed.returncode == 0 and (out / f"{BUSI_IMAGE.stem}_mask.png").is_file()
+    shell = f'{sys.executable} -c "{code}" 2>&- ; echo rc=$?'
+    no_stderr = subprocess.run(
+        ["bash", "-c", shell.replace(str(out), str(tmp_path / "o2"))],
+        capture_output=True,
+        text=True,
+    )
+    assert (
+        "rc=0" in no_stderr.stdout and (tmp_path / "o2" / f"{BUSI_IMAGE.stem}_mask.png").is_file()
+    )
+    pipe = f'{sys.executable} -c "{code}" | head -c 1 >/dev/null; echo rc=${{PIPESTATUS[0]}}'
+    broken = subprocess.run(
+        ["bash", "-c", pipe.replace(str(out), str(tmp_path / "o3"))], capture_output=True, text=True
+    )
+    assert "rc=0" in broken.stdout and "Traceback" not in broken.stderr, broken.stderr

@@ -79,8 +79,38 @@ def run_command(app: typer.Typer, program: str, argv: list[str] | None = None) -
     debug = "--debug" in args
     args = [a for a in args if a != "--debug"]
     configure_process()
+    _usable_streams()
     with _sigterm_as_interrupt():
-        return _run(app, program, args, debug)
+        try:
+            return _run(app, program, args, debug)
+        except BrokenPipeError:  # stdout closed by a reader such as `head`: the work itself is done
+            _silence(sys.stdout)
+            return EXIT_DONE
+
+
+def _usable_streams() -> None:
+    """A closed stdout or stderr (``2>&-``) must not turn a run into an internal error: writes to it go
+    nowhere instead."""
+    import io
+
+    for name in ("stdout", "stderr"):
+        stream = getattr(sys, name)
+        try:
+            usable = stream is not None and bool(os.fstat(stream.fileno()))
+        except (io.UnsupportedOperation, AttributeError):
+            usable = True  # not backed by a file descriptor (captured output): fine as it is
+        except (OSError, ValueError):
+            usable = False  # a closed descriptor
+        if not usable:
+            setattr(sys, name, open(os.devnull, "w"))  # noqa: SIM115 - lives as long as the process
+
+
+def _silence(stream) -> None:
+    """After a broken pipe: point the stream at /dev/null so Python's exit flush does not complain."""
+    try:
+        os.dup2(os.open(os.devnull, os.O_WRONLY), stream.fileno())
+    except (OSError, ValueError, AttributeError):
+        pass
 
 
 @contextmanager
@@ -115,6 +145,8 @@ def _run(app: typer.Typer, program: str, args: list[str], debug: bool) -> int:
         )
         typer.echo(f"{program}: interrupted; {hint}", err=True)
         return EXIT_INTERRUPTED
+    except BrokenPipeError:
+        raise  # handled by run_command: the reader of stdout went away
     except OSError as exc:
         typer.echo(f"{program}: error: {_with_hint(describe_os_error(exc), exc)}", err=True)
         return EXIT_PARTIAL

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, UnidentifiedImageError
+from PIL import Image, ImageOps, UnidentifiedImageError
 
 from lvunet_runtime.errors import DataError, ImageError
 
@@ -105,6 +105,42 @@ def find_pairs(root: str | Path, ids: list[str] | None = None) -> list[Pair]:
     return [Pair(i, images[i], masks[i]) for i in wanted]
 
 
+def orientation(image: Image.Image) -> int:
+    """The EXIF orientation tag (1 = upright, 0 or missing = none)."""
+    return image.getexif().get(0x0112, 1)
+
+
+def upright(image: Image.Image) -> Image.Image:
+    """The image as viewers show it: its EXIF orientation applied (no copy when it is upright). Images
+    and masks both go through this, so a pair lines up as the user sees it."""
+    return (
+        ImageOps.exif_transpose(image, in_place=False)
+        if orientation(image) not in (0, 1)
+        else image
+    )
+
+
+def orientation_warnings(pairs: list[Pair]) -> list[str]:
+    """Pairs that may not line up as the user sees them: an image whose EXIF orientation turns it while
+    its mask carries none. Both are read upright (the mask as drawn on the image a viewer shows); when
+    the mask was drawn on the unturned pixels, training would learn a rotated object, so say so."""
+    turned = []
+    for pair in pairs:
+        try:
+            with Image.open(pair.image) as image, Image.open(pair.mask) as mask:
+                if orientation(image) not in (0, 1) and orientation(mask) in (0, 1):
+                    turned.append(pair.id)
+        except (OSError, ValueError, SyntaxError):
+            continue  # unreadable files are reported by the readers themselves
+    if not turned:
+        return []
+    return [
+        f"{len(turned)} image(s) carry an EXIF orientation that their masks do not (e.g. "
+        f"{', '.join(turned[:3])}): masks are taken as drawn on the image as viewers show it (turned); "
+        "check an overlay of one, or save the images upright"
+    ]
+
+
 def read_mask(path: str | Path) -> tuple[np.ndarray, str]:
     """A mask file as a boolean (H, W) array, and the rule that binarised it, in words.
 
@@ -128,7 +164,7 @@ def read_mask(path: str | Path) -> tuple[np.ndarray, str]:
     try:
         with Image.open(path) as image:
             image.load()
-            array, kind = _mask_values(image)
+            array, kind = _mask_values(upright(image))
     except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as exc:
         raise ImageError(f"{path}: unreadable mask ({exc})") from None
     if kind == "palette":
@@ -217,7 +253,9 @@ def read_id_list(path: str | Path, what: str = "split file") -> list[str]:
     if not path.is_file():
         raise DataError(f"{what} not found: {path}")
     try:
-        text = path.read_text(encoding="utf-8")
+        text = path.read_text(
+            encoding="utf-8-sig"
+        )  # a byte-order mark (Windows Notepad) is not text
     except (OSError, UnicodeDecodeError) as exc:
         raise DataError(f"{what} {path} is not readable text ({exc})") from None
     ids = [s for line in text.splitlines() if (s := line.strip()) and not s.startswith("#")]

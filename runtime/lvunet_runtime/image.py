@@ -12,22 +12,17 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import Image, UnidentifiedImageError
 
-from lvunet_runtime.data import SIXTEEN_BIT_MODES
+from lvunet_runtime.data import SIXTEEN_BIT_MODES, upright
 from lvunet_runtime.errors import ImageError
 
 DEFAULT_MAX_PIXELS = 100_000_000
 
 
-def _rotated(image: Image.Image) -> bool:
-    """Whether EXIF orientation asks for a transpose (skips a full copy of every upright image)."""
-    return image.getexif().get(0x0112, 1) not in (0, 1)
-
-
 def to_rgb8(image: Image.Image) -> np.ndarray:
     """A decoded PIL image of any mode as an HxWx3 uint8 RGB array (EXIF orientation applied)."""
-    image = ImageOps.exif_transpose(image, in_place=False) if _rotated(image) else image
+    image = upright(image)
     if image.mode in SIXTEEN_BIT_MODES:
         array = np.asarray(image).astype(np.float32)
         top = 65535.0 if image.mode.startswith("I;16") or array.max() > 255 else 255.0

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import glob
 import hashlib
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -48,6 +49,22 @@ def _ours(path: Path, cache: dict[Path, set[Path]]) -> bool:
     """Whether a run record in this file's folder or any folder above it lists it as an output."""
     resolved = path.resolve()
     return any(resolved in _recorded_outputs(folder, cache) for folder in path.resolve().parents)
+
+
+# Folders that operating systems, file managers and NAS boxes make inside a user's folders: --recursive
+# never descends into them (nor into any hidden folder: a name starting with ".").
+SYSTEM_FOLDERS = frozenset(
+    {"$RECYCLE.BIN", "System Volume Information", "__MACOSX", "@eaDir", "lost+found", "#recycle"}
+)
+
+
+def _walk(folder: Path):
+    """Every file below ``folder``, skipping hidden and system folders (``.Trashes``, ``.thumbnails``,
+    ``$RECYCLE.BIN``, ``__MACOSX``, ...) without descending into them."""
+    for root, folders, files in os.walk(folder):
+        folders[:] = [f for f in folders if not f.startswith(".") and f not in SYSTEM_FOLDERS]
+        for name in files:
+            yield Path(root) / name
 
 
 def _media(paths, cache) -> list[Path]:
@@ -101,7 +118,7 @@ def collect_inputs(arguments: list[str], recursive: bool) -> Inputs:
     for raw in arguments:
         path = Path(raw)
         if path.is_dir():
-            walker = path.rglob("*") if recursive else path.iterdir()
+            walker = _walk(path) if recursive else path.iterdir()
             media = _media(sorted(walker), cache)
             if not media:
                 found.errors.append(

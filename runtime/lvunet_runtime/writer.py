@@ -41,6 +41,12 @@ def file_mode() -> int:
 
 def check_output_folder(directory: Path) -> None:
     """Fail early if ``directory`` cannot be created or written; creates nothing itself."""
+    for folder in (directory, *directory.parents):
+        if folder.is_symlink() and not folder.exists():
+            raise OutputError(
+                f"cannot create output folder {directory}: {folder} is a symbolic link to "
+                f"{os.readlink(folder)}, which does not exist; create its target or choose another --out"
+            )
     existing = directory
     while not existing.exists() and existing != existing.parent:
         existing = existing.parent

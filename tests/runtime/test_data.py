@@ -174,3 +174,33 @@ def test_a_dataset_of_empty_masks_is_refused_by_training_and_eval(tmp_path):
     result = cli("eval", "--data", tmp_path, "--model", "polyp")
     lines = result.stderr.strip().splitlines()
     assert result.exit_code == 1 and len(lines) == 1 and "every mask in" in lines[0]
+
+
+def _with_orientation(image: Image.Image, path, value: int) -> None:
+    exif = Image.Exif()
+    exif[0x0112] = value
+    image.save(path, exif=exif.tobytes())
+
+
+def test_a_pair_lines_up_as_the_user_sees_it_and_a_turned_image_is_named(tmp_path):
+    """The image reader applies EXIF orientation, so the mask reader does too; an image turned by EXIF
+    whose mask is not is read as drawn on the turned image, and named in a warning."""
+    from lvunet_runtime import load_image
+    from lvunet_runtime.data import orientation_warnings
+
+    wide = np.zeros((30, 60), np.uint8)
+    wide[0:10, 0:20] = 255  # an object in the top-left corner of the stored pixels
+    for folder in ("images", "masks"):
+        (tmp_path / folder).mkdir()
+    _with_orientation(Image.fromarray(np.dstack([wide] * 3)), tmp_path / "images" / "both.png", 6)
+    _with_orientation(Image.fromarray(wide), tmp_path / "masks" / "both.png", 6)  # turned alike
+    _with_orientation(Image.fromarray(np.dstack([wide] * 3)), tmp_path / "images" / "only.png", 6)
+    Image.fromarray(np.ascontiguousarray(np.rot90(wide, -1))).save(tmp_path / "masks" / "only.png")
+    rgb, _ = load_image(tmp_path / "images" / "both.png")
+    mask, rule = read_mask(tmp_path / "masks" / "both.png")
+    assert rgb.shape[:2] == mask.shape == (60, 30) and rule == ">127"
+    assert np.array_equal(mask, rgb[..., 0] > 127)  # the pair lines up after both are turned
+    pairs = find_pairs(tmp_path)
+    (warning,) = orientation_warnings(pairs)
+    assert "1 image(s) carry an EXIF orientation" in warning and "only" in warning
+    assert orientation_warnings([p for p in pairs if p.id == "both"]) == []
