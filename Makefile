@@ -2,7 +2,7 @@
 #   make demo   install the runtime alone and segment the bundled sample images
 #   make test   install everything the tests need (CPU torch, pinned in constraints.txt) and run them
 #
-# `make test` runs these parts; budget on a 2-core CI machine (keep the sum under 20 min; a fresh clone took 9 min 17 s, apt included):
+# `make test` runs these parts; budget on a 2-core CI machine (keep the sum under 20 min; a fresh clone took 9 min 26 s on 2026-12-01 with chromium and libvulkan1 already installed; their apt install adds about 0.5 min):
 #   test-full     .venv, Python 3.11: training, export, runtime, corpus     ~1.5 min install + ~1.5 min tests
 #   test-runtime  .venv-runtime, the runtime alone (no torch, no onnx)      ~0.5 min install + ~0.2 min tests
 #   test-oldest   Python 3.10: runtime tests + demo, newest pins for 3.10    ~0.5 min install + ~0.3 min
