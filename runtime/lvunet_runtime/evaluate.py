@@ -76,7 +76,7 @@ def evaluate(
     check_mask_rules(rules, pairs[0].mask.parent)
     unseen = [r for r in rows if not r["in_training"]]
     return {
-        "model": str(segmenter.path),
+        "model": segmenter.identity,
         "providers": segmenter.active_providers,
         "tta": segmenter.tta,
         "mask_rules": rules,

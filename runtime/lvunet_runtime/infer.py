@@ -173,7 +173,7 @@ def infer(inputs: list[str], segmenter: Segmenter, options: InferOptions) -> Run
     found = collect_inputs(inputs, options.recursive)
     settings = run_settings(segmenter, options)
     summary = RunSummary(
-        model=str(segmenter.path), providers=segmenter.active_providers, settings=settings
+        model=segmenter.identity, providers=segmenter.active_providers, settings=settings
     )
     summary.provider_fallback = list(getattr(segmenter, "fallback", []))
     if segmenter.adapter is not None:

@@ -150,5 +150,5 @@ def finish_image(
     probability and mask at the image's ``size`` -> the files in ``paths``; returns the statistics the
     run record keeps."""
     prediction = segmenter.finish(output, size, keep_largest=keep_largest)
-    meta = {"input": source, "model": str(segmenter.path), "threshold": segmenter.threshold}
+    meta = {"input": source, "model": segmenter.identity, "threshold": segmenter.threshold}
     return write_image_outputs(paths, guard, image, prediction.probability, prediction.mask, meta)

@@ -7,7 +7,6 @@ settings is refused before any work unless ``--overwrite``. :func:`merge_parts` 
 
 from __future__ import annotations
 
-import hashlib
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -115,9 +114,8 @@ def failure_entry(source: Path | str, error: BaseException | str) -> dict[str, s
 
 def run_settings(segmenter, options) -> dict:
     """What shapes the outputs' content: a rerun into the same folder must match it."""
-    digest = hashlib.sha256(segmenter.path.read_bytes()).hexdigest()
     settings = {
-        "model_sha256": digest,
+        "model_sha256": segmenter.sha256,
         "threshold": segmenter.threshold,
         "keep_largest": options.keep_largest,
     }

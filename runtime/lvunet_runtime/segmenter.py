@@ -4,6 +4,7 @@ the server's model cache), so every option reaches every route."""
 
 from __future__ import annotations
 
+import functools
 import json
 import tempfile
 from dataclasses import asdict, dataclass, replace
@@ -14,7 +15,7 @@ import onnxruntime as ort
 
 from lvunet_runtime.contract import ModelContract, check_threshold
 from lvunet_runtime.errors import LVUNetRuntimeError, ModelError, ProviderError, first_line
-from lvunet_runtime.model_files import resolve_model
+from lvunet_runtime.model_files import MODELS_DIR, resolve_model
 from lvunet_runtime.processing import (
     keep_largest_region,
     postprocess,
@@ -251,6 +252,21 @@ class Segmenter:
             raise ModelError(
                 f"{self.path}: the probe run gave non-finite output (NaN or inf); the weights are broken"
             )
+
+    @functools.cached_property
+    def sha256(self) -> str:
+        """The model file's sha256 (hex): what the run record compares and the identity names."""
+        from lvunet_runtime.data import file_sha256
+
+        return file_sha256(self.path)
+
+    @property
+    def identity(self) -> str:
+        """How the model is named wherever it is reported (summaries, per-image JSON, the server's
+        answers): its bundled name or file name and the first 12 hex digits of its sha256, never a path
+        on this machine's disk (``polyp sha256:29faa7c5b759``)."""
+        name = self.path.stem if self.path.parent == MODELS_DIR else self.path.name
+        return f"{name} sha256:{self.sha256[:12]}"
 
     @property
     def active_providers(self) -> list[str]:

@@ -224,7 +224,7 @@ class Service:
             return encode_png(overlay(self.decode(result.upload), prediction.mask)), {}
         if output == "image":  # what the model saw, as PNG (browsers cannot show TIFF or 16-bit)
             return encode_png(self.decode(result.upload)), {}
-        meta = {"input": result.name, "model": str(segmenter.path), "threshold": threshold}
+        meta = {"input": result.name, "model": segmenter.identity, "threshold": threshold}
         data, stats = image_json(meta, prediction.mask)
         return data, stats
 
