@@ -423,15 +423,11 @@ def bench_command(
     version: bool = version_option("lvunet-bench"),
 ) -> None:
     """Benchmark an LV-UNet ONNX model; each combination runs in its own process."""
-    from rich.console import Console
     from rich.progress import Progress
-    from rich.table import Table
 
     from lvunet_runtime.bench import (
         plan_benchmark,
         run_benchmark,
-        table_columns,
-        table_rows,
         to_markdown,
     )
 
@@ -447,6 +443,20 @@ def bench_command(
     with Progress(transient=True, disable=not sys.stderr.isatty()) as progress:
         task = progress.add_task("benchmarking", total=combos)
         report = run_benchmark(plan, lambda: progress.advance(task))
+    _print_bench(plan, report, wide)
+    if json_out:
+        _write_report(json_out, json.dumps(report, indent=1) + "\n", overwrite)
+    if markdown:
+        _write_report(markdown, to_markdown(report), overwrite)
+
+
+def _print_bench(plan, report: dict, wide: bool) -> None:
+    """The table, one line per provider that did not run or ran on a WebGPU adapter, end to end."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from lvunet_runtime.bench import table_columns, table_rows
+
     load = plan.machine.get("load_1min")
     busy = "" if load is None else f", load {load:.1f} on {plan.machine['cores']} cores"
     table = Table(
@@ -475,10 +485,6 @@ def bench_command(
         typer.echo(
             f"end to end: {e['images']} images, {e['images_per_s']:.1f} images/s, peak {e['peak_rss_mb'] or 0:.0f} MB"
         )
-    if json_out:
-        _write_report(json_out, json.dumps(report, indent=1) + "\n", overwrite)
-    if markdown:
-        _write_report(markdown, to_markdown(report), overwrite)
 
 
 def _recommend(plan) -> None:

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import onnxruntime as ort
 
+import lvunet_runtime.webgpu as webgpu
 from lvunet_runtime.console import ORT_ERRORS_ONLY, quiet_stderr
 from lvunet_runtime.errors import ModelError, ProviderError, first_line
 
@@ -32,11 +33,11 @@ PROVIDER_ALIASES = {
     "openvino": "OpenVINOExecutionProvider",
     "webgpu": "WebGpuExecutionProvider",
 }
-WEBGPU = "WebGpuExecutionProvider"  # a plugin: registered on request (lvunet_runtime.webgpu)
+WEBGPU = webgpu.EP_NAME  # a plugin: registered on request (lvunet_runtime.webgpu)
 
 
 OPENVINO_DEVICES = ("CPU", "GPU", "NPU", "AUTO")
-WEBGPU_DEVICES = ("gpu", "software")
+WEBGPU_DEVICES = webgpu.DEVICES
 INFERENCE_PRECISIONS = ("fp32", "fp16", "bf16")
 INSTALL_HINTS = {
     "OpenVINOExecutionProvider": "pip uninstall -y onnxruntime && pip install onnxruntime-openvino",
@@ -44,7 +45,7 @@ INSTALL_HINTS = {
     "TensorrtExecutionProvider": "onnxruntime-gpu plus NVIDIA TensorRT libraries",
     "DmlExecutionProvider": "pip uninstall -y onnxruntime && pip install onnxruntime-directml (Windows)",
     "CoreMLExecutionProvider": "included in onnxruntime's macOS wheels",
-    "WebGpuExecutionProvider": "pip install 'lvunet-runtime[webgpu]' (Python 3.11+; on Linux also apt install libvulkan1)",
+    webgpu.EP_NAME: webgpu.INSTALL,
 }
 
 
@@ -134,9 +135,7 @@ def resolve_providers(requested: list[str] | None) -> list[str]:
     """
     wanted = [PROVIDER_ALIASES.get(n.strip().lower(), n.strip()) for n in requested or []]
     if WEBGPU in wanted:  # a plugin: registered when asked for, with its own install line
-        from lvunet_runtime.webgpu import register
-
-        register()
+        webgpu.register()
     available = ort.get_available_providers()
     if not requested:
         return [p for p in DEFAULT_PROVIDER_ORDER if p in available] or ["CPUExecutionProvider"]
@@ -215,9 +214,7 @@ def _open_webgpu_session(
 ) -> ort.InferenceSession:
     """A plugin EP is added by device, not by name: the adapter ``webgpu.choose`` picks, then the CPU EP
     for whatever WebGPU does not take (counted by ``Segmenter.node_placement``)."""
-    from lvunet_runtime.webgpu import choose, reason
-
-    ep_device, adapter, ep_options = choose(device)
+    ep_device, adapter, ep_options = webgpu.choose(device)
     options.add_provider_for_devices([ep_device], ep_options)
     try:
         with quiet_stderr():  # Dawn prints its own diagnostics; the error below says what failed
@@ -228,7 +225,7 @@ def _open_webgpu_session(
                 f"{path}: not a loadable ONNX model ({first_line(exc, 200)})"
             ) from None
         raise ProviderError(
-            f"WebGPU could not start on {adapter.line()} ({reason(exc)}); update the GPU "
+            f"WebGPU could not start on {adapter.line()} ({webgpu.reason(exc)}); update the GPU "
             "driver, or choose another --device or --provider"
         ) from None
 
