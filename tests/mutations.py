@@ -138,8 +138,8 @@ MUTATIONS = [
     Mutation(
         "mask rule: 8-bit masks binarised at > 0 instead of half their range",
         f"{RUNTIME}/data.py",
-        "return array > top // 2, f\">{top // 2}\"",
-        "return array > 0, f\">{top // 2}\"",
+        "    return array > cut, rule",
+        "    return array > 0, rule",
         ("tests/runtime/test_data.py",),
     ),
     Mutation(
@@ -181,15 +181,15 @@ MUTATIONS = [
     Mutation(
         "records: a rerun with other settings is not refused",
         f"{RUNTIME}/records.py",
-        "if previous.get(key) != value and not options.overwrite:",
+        "if before != value and not options.overwrite:",
         "if False:",
         ("tests/runtime/test_cli.py",),
     ),
     Mutation(
         "records: the outputs of earlier runs are forgotten",
         f"{RUNTIME}/records.py",
-        '"outputs": sorted(previous | created),',
-        '"outputs": sorted(created),',
+        "record = _record(options, summary, sorted(previous | created), status)",
+        "record = _record(options, summary, sorted(created), status)",
         ("tests/runtime/test_records.py",),
     ),
     Mutation(
@@ -255,6 +255,63 @@ MUTATIONS = [
         "map_location=map_location, weights_only=False",
         ("tests/training/test_checkpoint.py",),
     ),
+    # --- added with the WebGPU provider and the hardening round ---------------------------------------
+    Mutation(
+        "WebGPU: a software adapter used when a hardware one is asked for",
+        f"{RUNTIME}/webgpu.py",
+        'if wanted == "gpu" and hardware:',
+        'if wanted == "gpu" and (hardware or software):\n        hardware = hardware or software',
+        ("tests/runtime/test_webgpu.py",),
+    ),
+    Mutation(
+        "recommendation: the fastest provider chosen even when its masks disagree",
+        f"{RUNTIME}/bench.py",
+        '    agreeing = [r for r in measured if r["agrees"]]',
+        '    agreeing = [r for r in measured if r.get("status") == "ok"]',
+        ("tests/runtime/test_recommend.py",),
+    ),
+    Mutation(
+        "records: no plan written before the work (a killed run cannot be finished)",
+        f"{RUNTIME}/infer.py",
+        "        write_plan(options, summary, previous, planned, guard)\n",
+        "",
+        ("tests/runtime/test_reruns.py",),
+    ),
+    Mutation(
+        "lock: a second live run is let in",
+        f"{RUNTIME}/lock.py",
+        'if holder is None or holder.get("host") != me["host"] or _alive(holder["pid"]):',
+        "if False:",
+        ("tests/runtime/test_reruns.py",),
+    ),
+    Mutation(
+        "mask rule: colour masks read through their first channel",
+        f"{RUNTIME}/data.py",
+        'return rgb.max(axis=2), "colour"',
+        'return rgb[..., 0], "colour"',
+        ("tests/runtime/test_data.py",),
+    ),
+    Mutation(
+        "mask rule: masks not turned by their EXIF orientation",
+        f"{RUNTIME}/data.py",
+        "array, kind = _mask_values(upright(image))",
+        "array, kind = _mask_values(image)",
+        ("tests/runtime/test_data.py",),
+    ),
+    Mutation(
+        "inputs: --recursive descends into hidden and system folders",
+        f"{RUNTIME}/inputs.py",
+        'folders[:] = [f for f in folders if not f.startswith(".") and f not in SYSTEM_FOLDERS]',
+        "pass",
+        ("tests/test_corpus.py",),
+    ),
+    Mutation(
+        "model identity: the model's path reported",
+        f"{RUNTIME}/outputs.py",
+        '"model": segmenter.identity,',
+        '"model": str(segmenter.path),',
+        ("tests/runtime/test_records.py",),
+    ),
 ]
 
 
@@ -285,7 +342,9 @@ def main(argv: list[str]) -> int:
     for mutation in chosen:
         verdict, seconds = run(mutation)
         bad += verdict != "caught"
-        print(f"{mutation.name:<{width}}  {verdict:<11} {seconds:5.1f} s  {' '.join(mutation.tests)}")
+        print(
+            f"{mutation.name:<{width}}  {verdict:<11} {seconds:5.1f} s  {' '.join(mutation.tests)}"
+        )
     print(f"{len(chosen) - bad} of {len(chosen)} mutations caught")
     return 1 if bad else 0
 
