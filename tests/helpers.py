@@ -64,7 +64,7 @@ def entry_code(program: str, args: list) -> str:
     )
 
 
-def start_serve(args: list, env: dict | None = None) -> tuple[subprocess.Popen, str]:
+def start_serve(args: list, env: dict | None = None, **popen) -> tuple[subprocess.Popen, str]:
     """``lvunet-serve args`` in a fresh interpreter; the process and the URL of its first line."""
     process = subprocess.Popen(
         [sys.executable, "-c", entry_code("serve", args)],
@@ -72,6 +72,7 @@ def start_serve(args: list, env: dict | None = None) -> tuple[subprocess.Popen, 
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
+        **popen,
     )
     line = process.stdout.readline()
     if not line.startswith("lvunet-serve: http://"):

@@ -12,6 +12,8 @@ import errno
 
 # Faults that would repeat for every remaining file: a run stops instead of failing each one.
 STOPPING_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM})
+# Faults of the machine, not of a file: out of descriptors or memory. Never reported as a broken input.
+MACHINE_ERRNOS = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOMEM, errno.ENOBUFS})
 
 
 class LVUNetRuntimeError(Exception):
@@ -80,4 +82,4 @@ def stops_the_run(error: BaseException | None = None, *, code: int | None = None
     reported back by another process such as a Ray actor)."""
     if error is not None:
         code = error.errno if isinstance(error, OSError) else None
-    return code in STOPPING_ERRNOS
+    return code in STOPPING_ERRNOS or code in MACHINE_ERRNOS

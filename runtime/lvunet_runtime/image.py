@@ -9,13 +9,14 @@ lift it in their entry point.
 
 from __future__ import annotations
 
+import io
 from pathlib import Path
 
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 from lvunet_runtime.data import SIXTEEN_BIT_MODES, upright
-from lvunet_runtime.errors import ImageError
+from lvunet_runtime.errors import MACHINE_ERRNOS, ImageError, describe_os_error
 
 DEFAULT_MAX_PIXELS = 100_000_000
 
@@ -55,12 +56,30 @@ def load_image(
         raise ImageError(f"{path}: is a folder, not an image")
     if not path.is_file():  # a FIFO, socket or device would block or stream forever
         raise ImageError(f"{path}: not a regular file")
+    return _decode(path, str(path), max_pixels)
+
+
+def decode_image(
+    data: bytes, *, name: str = "the upload", max_pixels: int = DEFAULT_MAX_PIXELS
+) -> tuple[np.ndarray, tuple[int, int]]:
+    """:func:`load_image` for a file's bytes already in memory (no file is written or opened).
+
+    Errors name the file as ``name``.
+    """
+    if not data:
+        raise ImageError(f"{name}: empty file, not an image")
+    return _decode(io.BytesIO(data), name, max_pixels)
+
+
+def _decode(source: Path | io.BytesIO, name: str, max_pixels: int):
+    """Decode with the size check first; a fault of the machine (out of descriptors or memory, an I/O
+    error) is raised as the ``OSError`` it is, never reported as a broken image."""
     try:
-        with Image.open(path) as image:
+        with Image.open(source) as image:
             width, height = image.size
             if width * height > max_pixels:
                 raise ImageError(
-                    f"{path}: {width}x{height} is {width * height / 1e6:.0f} megapixels, over the "
+                    f"{name}: {width}x{height} is {width * height / 1e6:.0f} megapixels, over the "
                     f"limit of {max_pixels / 1e6:.0f}; raise --max-pixels if you trust this file"
                 )
             image.load()
@@ -68,12 +87,20 @@ def load_image(
     except ImageError:
         raise
     except Image.DecompressionBombError as exc:
-        raise ImageError(f"{path}: refused before decoding, too large ({exc})") from None
-    except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as exc:
-        kind = (
-            "not an image or unsupported format"
-            if isinstance(exc, UnidentifiedImageError)
-            else (f"corrupt or truncated image ({exc})")
-        )
-        raise ImageError(f"{path}: {kind}") from None
+        raise ImageError(f"{name}: refused before decoding, too large ({exc})") from None
+    except OSError as exc:
+        # From memory, no errno can be the file's: any is the machine's (as running out always is).
+        if exc.errno in MACHINE_ERRNOS or (exc.errno is not None and not isinstance(source, Path)):
+            raise
+        raise _broken(name, exc) from None
+    except (ValueError, SyntaxError) as exc:
+        raise _broken(name, exc) from None
     return rgb, rgb.shape[:2]
+
+
+def _broken(name: str, exc: Exception) -> ImageError:
+    if isinstance(exc, UnidentifiedImageError):
+        return ImageError(f"{name}: not an image or unsupported format")
+    if isinstance(exc, OSError) and exc.errno is not None:
+        return ImageError(f"{name}: cannot be read ({describe_os_error(exc)})")
+    return ImageError(f"{name}: corrupt or truncated image ({exc})")

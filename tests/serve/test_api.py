@@ -25,7 +25,7 @@ uvicorn = pytest.importorskip(
 from lvunet_runtime.model_files import resolve_model  # noqa: E402
 from lvunet_runtime.segmenter import SegmenterSpec  # noqa: E402
 from lvunet_runtime.serve.app import Settings, create_app  # noqa: E402
-from lvunet_runtime.serve.cli import allowed_hosts, bind  # noqa: E402
+from lvunet_runtime.serve.cli import allowed_hosts, bind, server_config  # noqa: E402
 
 from tests.helpers import (  # noqa: E402
     BUSI_IMAGE,
@@ -73,7 +73,7 @@ def running(settings: Settings):
     """A server in a thread on a free port; stopped (and its temporary folder removed) on exit."""
     app = create_app(settings)
     sock = bind("127.0.0.1", 0)
-    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", access_log=False))
+    server = uvicorn.Server(server_config(app, settings.limits))
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
     thread.start()
     deadline = time.monotonic() + 30
@@ -313,13 +313,27 @@ def test_internal_error_is_one_line_and_the_server_survives(client, monkeypatch,
     assert "Traceback" not in err and "patient-42" not in err
 
 
-def test_uploads_leave_nothing_on_disk(tmp_path):
+def test_uploads_are_decoded_in_memory_and_leave_nothing_on_disk(tmp_path, monkeypatch):
+    """No temporary file at all (an upload under descriptor pressure cannot fail on one)."""
+    import tempfile
+
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    opened = []
+    real_open = open
+
+    def watching_open(file, *args, **kwargs):
+        opened.append(str(file))
+        return real_open(file, *args, **kwargs)
+
     with running(Settings()) as client:
-        folder = client.service.folder
-        client.ok("POST", "/api/segment", JPEG)
-        client.request("POST", "/api/segment", b"broken")
-        assert folder.is_dir() and list(folder.iterdir()) == []
-    assert not folder.exists()  # the temporary folder goes with the server
+        client.ok("GET", "/api/health")  # the model is loaded (its file read) before watching
+        monkeypatch.setattr("builtins.open", watching_open)
+        head, _ = client.ok("POST", "/api/segment", JPEG)
+        client.ok("GET", f"/api/results/{head['x-result-id']}?output=overlay")
+        client.ok("GET", f"/api/results.zip?ids={head['x-result-id']}")
+        assert client.request("POST", "/api/segment", b"broken")[0] == 400
+        monkeypatch.undo()
+    assert list(tmp_path.iterdir()) == [] and opened == []
 
 
 def test_store_drops_the_oldest_results_past_its_budget():

@@ -3,18 +3,18 @@
 Everything the page shows comes through the API, with the same pre- and post-processing as
 ``lvunet-infer`` (a mask downloaded at threshold T is byte for byte the file ``lvunet-infer --threshold T``
 writes). A segmented image keeps its model output (at the model's size) in a bounded in-memory store, so
-re-thresholding and downloads never run the model again. Uploads are decoded from a private temporary
-folder that is removed when the server stops; nothing else is written. Image names travel only in a
-request header and response bodies, never in URLs or logs.
+re-thresholding and downloads never run the model again. Uploads are decoded in memory; nothing is
+written to disk. Image names travel only in a request header and response bodies, never in URLs or logs.
+The limits on connections, time and size are in :mod:`lvunet_runtime.serve.limits`; a fault of the
+server (out of memory or descriptors) is a 5xx, never reported as a bad upload.
 """
 
 from __future__ import annotations
 
+import asyncio
 import io
 import secrets
-import shutil
 import sys
-import tempfile
 import threading
 import time
 import zipfile
@@ -28,18 +28,20 @@ from urllib.parse import unquote, urlsplit
 import numpy as np
 from fastapi import FastAPI, Query, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import HTMLResponse, JSONResponse, Response
+from fastapi.responses import HTMLResponse, JSONResponse, Response, StreamingResponse
 from fastapi.staticfiles import StaticFiles
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.middleware.trustedhost import TrustedHostMiddleware
+from starlette.requests import ClientDisconnect
 
 from lvunet_runtime.contract import threshold_problem
-from lvunet_runtime.errors import LVUNetRuntimeError, first_line
-from lvunet_runtime.image import DEFAULT_MAX_PIXELS, load_image
+from lvunet_runtime.errors import MACHINE_ERRNOS, LVUNetRuntimeError, describe_os_error, first_line
+from lvunet_runtime.image import DEFAULT_MAX_PIXELS, decode_image
 from lvunet_runtime.model_files import bundled_models
 from lvunet_runtime.outputs import encode_png, image_json, mask_png, overlay, probability_png
 from lvunet_runtime.segmenter import Segmenter, SegmenterSpec
+from lvunet_runtime.serve.limits import Limits, LoopFaults
 from lvunet_runtime.version import __version__
 
 DEFAULT_MAX_UPLOAD_MB = 50
@@ -67,6 +69,7 @@ class Settings:
     max_upload_bytes: int = DEFAULT_MAX_UPLOAD_MB << 20
     store_bytes: int = DEFAULT_STORE_MB << 20
     allowed_hosts: list[str] = field(default_factory=lambda: ["127.0.0.1", "localhost"])
+    limits: Limits = field(default_factory=Limits)
 
 
 @dataclass
@@ -78,6 +81,7 @@ class Result:
     name: str
     model: str
     upload: bytes  # the file as uploaded, decoded again only for an overlay
+    segmenter: Segmenter  # the weights that made it, even after its file is replaced
 
     @property
     def nbytes(self) -> int:
@@ -88,15 +92,17 @@ class Models:
     """The bundled models and the ``.onnx`` files of one folder, each loaded once, on first use.
 
     Folder models are listed by file name (``name.onnx``) and never uploaded: the folder is read when the
-    server starts and on each listing, so a file added later appears without a restart.
+    server starts and on each listing, so a file added later appears without a restart. A folder model's
+    file is looked at on each use: replaced by other bytes (another sha256), it is loaded again and the
+    console says so; removed, it is no longer served. Results keep the weights that made them.
     """
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
-        self._loaded: dict[str, Segmenter] = {}
-        self._locks: dict[str, threading.Lock] = {}
+        self._loaded: dict[str, tuple[Segmenter, threading.Lock, tuple | None]] = {}
         self._guard = threading.Lock()
         self.runs = 0  # model runs since the start (tests use it: re-thresholding must not add one)
+        self.reloads = 0
 
     def sources(self) -> dict[str, Path | str]:
         found: dict[str, Path | str] = {name: name for name in bundled_models()}
@@ -109,25 +115,58 @@ class Models:
 
     def get(self, name: str) -> tuple[Segmenter, threading.Lock]:
         with self._guard:
-            if name in self._loaded:
-                return self._loaded[name], self._locks[name]
+            loaded = self._loaded.get(name)
+        if loaded is not None and loaded[2] is None:  # bundled: never changes
+            return loaded[0], loaded[1]
         source = self.sources().get(name)
         if source is None:
             raise ApiError(404, f"no model named {name!r}; GET /api/models lists them")
+        stamp = _stamp(source)
+        if loaded is not None and (loaded[2] == stamp or not self._changed(loaded[0], source)):
+            with self._guard:
+                self._loaded[name] = (loaded[0], loaded[1], stamp)
+            return loaded[0], loaded[1]
+        segmenter = self._open(name, source)
+        with self._guard:
+            if loaded is not None:
+                self.reloads += 1
+                print(
+                    f"lvunet-serve: {name} changed on disk: now serving {segmenter.identity} "
+                    f"(was {loaded[0].identity})",
+                    file=sys.stderr,
+                    flush=True,
+                )
+            lock = loaded[1] if loaded is not None else threading.Lock()
+            self._loaded[name] = (segmenter, lock, stamp)
+            return segmenter, lock
+
+    def _open(self, name: str, source: Path | str) -> Segmenter:
         try:
             segmenter = self.settings.segmenter.with_(model=str(source)).open()
+            segmenter.sha256  # noqa: B018 - hashed now: the identity names the bytes that were loaded
         except LVUNetRuntimeError as exc:
             raise ApiError(422, f"model {name!r} cannot be used: {first_line(exc)}") from None
-        with self._guard:
-            self._loaded.setdefault(name, segmenter)
-            self._locks.setdefault(name, threading.Lock())
-            return self._loaded[name], self._locks[name]
+        except OSError as exc:
+            raise ApiError(
+                422, f"model {name!r} cannot be read: {describe_os_error(exc)}"
+            ) from None
+        return segmenter
+
+    @staticmethod
+    def _changed(segmenter: Segmenter, source: Path | str) -> bool:
+        from lvunet_runtime.data import file_sha256
+
+        try:
+            return file_sha256(Path(source)) != segmenter.sha256
+        except OSError:
+            return True
 
     def describe(self, name: str) -> dict:
         segmenter, _ = self.get(name)
         contract = segmenter.contract
         return {
             "name": name,
+            "identity": segmenter.identity,
             "source": "bundled" if name in bundled_models() else "folder",
             "input_size": [contract.input_height, contract.input_width],
             "threshold": segmenter.threshold,
@@ -137,6 +176,17 @@ class Models:
             "providers": segmenter.active_providers,
             "adapter": segmenter.adapter.to_dict() if segmenter.adapter is not None else None,
         }
+
+
+def _stamp(source: Path | str) -> tuple | None:
+    """What says a folder model's file may have changed (None for a bundled model)."""
+    if isinstance(source, str):
+        return None
+    try:
+        info = source.stat()
+    except OSError:
+        return ("gone",)
+    return (info.st_mtime_ns, info.st_size, info.st_ino)
 
 
 class Store:
@@ -175,45 +225,36 @@ class Service:
         self.settings = settings
         self.models = Models(settings)
         self.store = Store(settings.store_bytes)
-        self.folder = Path(tempfile.mkdtemp(prefix="lvunet-serve-"))
 
     def close(self) -> None:
-        shutil.rmtree(self.folder, ignore_errors=True)
+        """Nothing is kept on disk; kept for callers that close a service when the server ends."""
 
     def decode(self, data: bytes, max_pixels: int | None = None) -> np.ndarray:
-        """An uploaded file -> RGB uint8, through the same reader as ``lvunet-infer``."""
+        """An uploaded file -> RGB uint8, through the same reader as ``lvunet-infer`` (in memory)."""
         if not data:
             raise ApiError(400, "empty upload: send the image file as the request body")
-        fd, name = tempfile.mkstemp(dir=self.folder)
-        path = Path(name)
         try:
-            with open(fd, "wb") as handle:
-                handle.write(data)
-            rgb, _ = load_image(path, max_pixels=max_pixels or self.settings.max_pixels)
+            rgb, _ = decode_image(
+                data, name="the upload", max_pixels=max_pixels or self.settings.max_pixels
+            )
         except LVUNetRuntimeError as exc:
-            raise ApiError(
-                400, "the upload" + first_line(exc).removeprefix(str(path)).rstrip()
-            ) from None
-        finally:
-            path.unlink(missing_ok=True)
-        return rgb
+            raise ApiError(400, first_line(exc)) from None
+        return rgb  # the machine's faults (memory, descriptors) go on to fault_response: a 5xx
 
     def segment(self, data: bytes, model: str) -> tuple[Result, Segmenter, float]:
         segmenter, lock = self.models.get(model)
         rgb = self.decode(data)
         prepared = segmenter.prepare(rgb)
-        with (
-            lock
-        ):  # one run at a time per model: concurrent tabs queue here instead of oversubscribing
+        with lock:  # one run at a time per model: concurrent tabs queue here, not oversubscribing
             start = time.perf_counter()
             output = segmenter.run_prepared([prepared])[0]
             elapsed = (time.perf_counter() - start) * 1000
             self.models.runs += 1
-        return Result(output, prepared.size, "", model, data), segmenter, elapsed
+        return Result(output, prepared.size, "", model, data, segmenter), segmenter, elapsed
 
     def render(self, result: Result, output: str, threshold: float | None) -> tuple[bytes, dict]:
         """One output of a result at ``threshold``: the bytes ``lvunet-infer`` would write."""
-        segmenter, _ = self.models.get(result.model)
+        segmenter = result.segmenter
         threshold = segmenter.threshold if threshold is None else threshold
         prediction = segmenter.finish(result.output, result.size, threshold=threshold)
         if output == "mask":
@@ -234,30 +275,53 @@ def _stem(name: str) -> str:
     return "".join(c if c.isalnum() or c in "-_." else "_" for c in stem)[:100]
 
 
-def _zip(service: Service, keys: list[str], threshold: float | None) -> bytes:
-    """Mask, overlay, probability map and JSON of each result, named as ``lvunet-infer`` names them."""
-    buffer = io.BytesIO()
-    used: set[str] = set()
-    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_STORED) as archive:
-        for key in keys:
-            result = service.store.get(key)
+class _Sink(io.RawIOBase):
+    """A write-only stream whose bytes are taken away as they come: a zip written into it is sent
+    entry by entry instead of being built whole in memory."""
+
+    def __init__(self) -> None:
+        self._parts: list[bytes] = []
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, data) -> int:
+        self._parts.append(bytes(data))
+        return len(data)
+
+    def take(self) -> bytes:
+        data, self._parts = b"".join(self._parts), []
+        return data
+
+
+ZIP_OUTPUTS = (
+    ("mask", "_mask.png"),
+    ("overlay", "_overlay.png"),
+    ("probability", "_prob.png"),
+    ("json", ".json"),
+)
+
+
+def zip_stream(service: Service, results: list[Result], threshold: float | None):
+    """Mask, overlay, probability map and JSON of each result, named as ``lvunet-infer`` names them:
+    the zip's bytes, yielded one entry at a time (memory: one rendered output, not the archive)."""
+    sink, used = _Sink(), set()
+    with zipfile.ZipFile(sink, "w", zipfile.ZIP_STORED) as archive:
+        for result in results:
             stem, number = _stem(result.name), 1
             while stem in used:
                 number += 1
                 stem = f"{_stem(result.name)}-{number}"
             used.add(stem)
-            for output, suffix in (
-                ("mask", "_mask.png"),
-                ("overlay", "_overlay.png"),
-                ("probability", "_prob.png"),
-                ("json", ".json"),
-            ):
+            for output, suffix in ZIP_OUTPUTS:
                 archive.writestr(stem + suffix, service.render(result, output, threshold)[0])
-    return buffer.getvalue()
+                yield sink.take()
+    yield sink.take()
 
 
 async def _body(request: Request, limit: int) -> bytes:
-    """The request body, refused (413) past ``limit`` bytes before or while it is read."""
+    """The request body, refused (413) past ``limit`` bytes before or while it is read. (Its time is
+    bounded by the connection's body timeout, :mod:`lvunet_runtime.serve.limits`.)"""
     declared = request.headers.get("content-length")
     if declared is not None:
         if not declared.isdigit():
@@ -267,12 +331,41 @@ async def _body(request: Request, limit: int) -> bytes:
                 413, f"upload of {int(declared) >> 20} MB is over the limit of {limit >> 20} MB"
             )
     chunks, size = [], 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise ApiError(413, f"upload is over the limit of {limit >> 20} MB")
-        chunks.append(chunk)
+    try:
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > limit:
+                raise ApiError(413, f"upload is over the limit of {limit >> 20} MB")
+            chunks.append(chunk)
+    except ClientDisconnect:
+        raise ApiError(400, "the client went away before the upload was complete") from None
     return b"".join(chunks)
+
+
+def _upload(body: bytes, content_type: str, limit: int) -> tuple[bytes, str | None]:
+    """The image of a request body and its file name: the body itself, or the one file of a
+    ``multipart/form-data`` form (``curl -F file=@scan.jpg``)."""
+    if not content_type.lower().startswith("multipart/form-data"):
+        return body, None
+    from python_multipart.multipart import create_form_parser
+
+    files = []
+    config = {"MAX_MEMORY_FILE_SIZE": limit + 1, "MAX_BODY_SIZE": limit}
+    try:
+        parser = create_form_parser(
+            {"Content-Type": content_type.encode("latin-1")}, None, files.append, config=config
+        )
+        parser.write(body)
+        parser.finalize()
+    except Exception as exc:  # noqa: BLE001 - python-multipart's errors vary by version
+        raise ApiError(400, f"malformed multipart form ({first_line(exc)})") from None
+    if len(files) != 1:
+        names = ", ".join(repr(f.field_name.decode("utf-8", "replace")) for f in files) or "none"
+        raise ApiError(400, f"a form must hold exactly one file (found {len(files)}: {names})")
+    upload = files[0]
+    upload.file_object.seek(0)
+    name = upload.file_name.decode("utf-8", "replace") if upload.file_name else None
+    return upload.file_object.read(), name
 
 
 def _check_threshold(threshold: float | None) -> float | None:
@@ -294,10 +387,13 @@ def create_app(settings: Settings) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
+        # Faults outside any request (accept() out of descriptors, a connection's transport): one
+        # rate-limited line each, not a traceback per attempt.
+        asyncio.get_running_loop().set_exception_handler(LoopFaults())
         try:
             yield
         finally:
-            service.close()  # the temporary folder goes with the server
+            service.close()
 
     app = FastAPI(
         lifespan=lifespan,
@@ -327,6 +423,28 @@ def create_app(settings: Settings) -> FastAPI:
     return app
 
 
+def fault_response(path: str, exc: Exception) -> JSONResponse:
+    """The server's own fault as one console line and a 5xx: 503 when the machine is out of memory or
+    descriptors (it may pass), 500 otherwise. Never a 4xx: the client did nothing wrong."""
+    if isinstance(exc, MemoryError) or (isinstance(exc, OSError) and exc.errno in MACHINE_ERRNOS):
+        what = describe_os_error(exc) if isinstance(exc, OSError) else "out of memory"
+        print(f"lvunet-serve: warning: {what} on {path}", file=sys.stderr, flush=True)
+        return JSONResponse(
+            {"error": f"server out of resources ({what.split(':')[0]}); try again"},
+            status_code=503,
+            headers={"Retry-After": "1"},
+        )
+    print(
+        f"lvunet-serve: internal error on {path}: {type(exc).__name__}: {first_line(exc)}",
+        file=sys.stderr,
+        flush=True,
+    )
+    return JSONResponse(
+        {"error": f"internal error ({type(exc).__name__}); the server keeps running"},
+        status_code=500,
+    )
+
+
 def add_checks(app: FastAPI, allowed: set[str]) -> None:
     """Requests refused before any work (Host, Origin), faults caught, every error as one JSON line."""
 
@@ -341,15 +459,7 @@ def add_checks(app: FastAPI, allowed: set[str]) -> None:
         try:
             return await call_next(request)
         except Exception as exc:  # noqa: BLE001 - one line on the console; the server keeps running
-            print(
-                f"lvunet-serve: internal error on {request.url.path}: {type(exc).__name__}: "
-                f"{first_line(exc)}",
-                file=sys.stderr,
-            )
-            return JSONResponse(
-                {"error": f"internal error ({type(exc).__name__}); the server keeps running"},
-                status_code=500,
-            )
+            return fault_response(request.url.path, exc)
 
     app.add_middleware(TrustedHostMiddleware, allowed_hosts=sorted(allowed) or ["127.0.0.1"])
 
@@ -382,9 +492,11 @@ def add_model_api(app: FastAPI, service: Service, settings: Settings) -> None:
             "status": "ok",
             "version": __version__,
             "default_model": settings.model,
+            "model": segmenter.identity,
             "providers": segmenter.active_providers,
             "adapter": segmenter.adapter.to_dict() if segmenter.adapter is not None else None,
             "model_runs": service.models.runs,
+            "model_reloads": service.models.reloads,
         }
 
     @app.get("/api/models", summary="Models that can be used")
@@ -410,9 +522,18 @@ def add_segment_api(app: FastAPI, service: Service, settings: Settings) -> None:
     segment_body = {
         "requestBody": {
             "required": True,
-            "description": "The image file itself (PNG, JPEG, BMP, TIFF, WebP, ...), not a form.",
+            "description": (
+                "The image file itself (PNG, JPEG, BMP, TIFF, WebP, ...), or a multipart form holding "
+                "exactly one file (`curl -F file=@scan.jpg`)."
+            ),
             "content": {
-                "application/octet-stream": {"schema": {"type": "string", "format": "binary"}}
+                "application/octet-stream": {"schema": {"type": "string", "format": "binary"}},
+                "multipart/form-data": {
+                    "schema": {
+                        "type": "object",
+                        "properties": {"file": {"type": "string", "format": "binary"}},
+                    }
+                },
             },
         }
     }
@@ -432,8 +553,12 @@ def add_segment_api(app: FastAPI, service: Service, settings: Settings) -> None:
         (URL-encoded) names the image in the JSON. Response headers: `X-Result-Id` (when stored), `X-Inference-Ms`, `X-Model`,
         `X-Provider`, `X-Image-Size` (WxH)."""
         threshold, output = _check_threshold(threshold), _output(output)
-        data = await _body(request, settings.max_upload_bytes)
-        name = unquote(request.headers.get("x-image-name", "upload"))[:300]
+        body = await _body(request, settings.max_upload_bytes)
+        data, form_name = _upload(
+            body, request.headers.get("content-type", ""), settings.max_upload_bytes
+        )
+        name = request.headers.get("x-image-name")
+        name = (unquote(name) if name is not None else form_name or "upload")[:300]
         result, segmenter, elapsed = await run_in_threadpool(
             service.segment, data, model or settings.model
         )
@@ -441,6 +566,7 @@ def add_segment_api(app: FastAPI, service: Service, settings: Settings) -> None:
         headers = {
             "X-Inference-Ms": f"{elapsed:.1f}",
             "X-Model": result.model,
+            "X-Model-Identity": segmenter.identity,
             "X-Provider": segmenter.active_providers[0],
             "X-Image-Size": f"{result.size[1]}x{result.size[0]}",
         }
@@ -473,8 +599,9 @@ def add_results_api(app: FastAPI, service: Service) -> None:
         threshold = _check_threshold(threshold)
         if len(ids) > 1000:
             raise ApiError(422, "at most 1000 results per zip")
-        return Response(
-            _zip(service, ids, threshold),
+        results = [service.store.get(key) for key in ids]  # every id checked before a byte is sent
+        return StreamingResponse(
+            zip_stream(service, results, threshold),
             media_type="application/zip",
             headers={"Content-Disposition": 'attachment; filename="lvunet-results.zip"'},
         )

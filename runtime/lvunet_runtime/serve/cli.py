@@ -13,6 +13,14 @@ from lvunet_runtime.cli import DEVICE_HELP, PRECISION_HELP, TTA_HELP, _providers
 from lvunet_runtime.command import EXIT_CODES_HELP, run_command, version_option
 from lvunet_runtime.errors import Interrupted, LVUNetRuntimeError
 from lvunet_runtime.image import DEFAULT_MAX_PIXELS
+from lvunet_runtime.serve.limits import (
+    DEFAULT_BODY_TIMEOUT_S,
+    DEFAULT_HEADER_TIMEOUT_S,
+    DEFAULT_MAX_CONNECTIONS,
+    DEFAULT_SHUTDOWN_TIMEOUT_S,
+    Limits,
+    fit_connections,
+)
 
 INSTALL = "pip install 'lvunet-runtime[serve]'"
 serve_app = typer.Typer(add_completion=False, epilog=EXIT_CODES_HELP)
@@ -84,6 +92,22 @@ def serve_command(
         DEFAULT_MAX_PIXELS, min=1, help="Refuse uploads with more pixels than this."
     ),
     max_upload_mb: int = typer.Option(50, min=1, help="Refuse uploads larger than this."),
+    max_connections: int = typer.Option(
+        DEFAULT_MAX_CONNECTIONS,
+        min=1,
+        help="Connections open at once; more are answered 503 (lowered to fit ulimit -n).",
+    ),
+    header_timeout: float = typer.Option(
+        DEFAULT_HEADER_TIMEOUT_S, min=0.1, help="Seconds a client has to send a request's headers."
+    ),
+    body_timeout: float = typer.Option(
+        DEFAULT_BODY_TIMEOUT_S, min=0.1, help="Seconds a client has to send a request's body."
+    ),
+    shutdown_timeout: float = typer.Option(
+        DEFAULT_SHUTDOWN_TIMEOUT_S,
+        min=0,
+        help="Seconds Ctrl+C or SIGTERM waits for requests in flight before closing them.",
+    ),
     version: bool = version_option("lvunet-serve"),
 ) -> None:
     """A local web page to segment images and a camera, and the HTTP API behind it (/openapi.json).
@@ -105,6 +129,14 @@ def serve_command(
 
     if tta not in TTA_VIEWS:
         raise LVUNetRuntimeError(f"--tta must be one of {', '.join(TTA_VIEWS)}, not {tta!r}")
+    try:
+        limits, lowered = fit_connections(
+            Limits(max_connections, header_timeout, body_timeout, shutdown_timeout)
+        )
+    except ValueError as exc:
+        raise LVUNetRuntimeError(str(exc)) from None
+    if lowered:
+        typer.echo(f"lvunet-serve: warning: {lowered}", err=True)
     settings = Settings(
         model=model,
         models_dir=models_dir,
@@ -118,12 +150,13 @@ def serve_command(
         max_pixels=max_pixels,
         max_upload_bytes=max_upload_mb << 20,
         allowed_hosts=allowed_hosts(host, allow_host),
+        limits=limits,
     )
     app = create_app(settings)
     try:
         run_server(app, host, port, model)
     finally:
-        app.state.service.close()  # its temporary folder, whichever way the server ends
+        app.state.service.close()
 
 
 def run_server(app, host: str, port: int, model: str) -> None:
@@ -151,7 +184,10 @@ def run_server(app, host: str, port: int, model: str) -> None:
             f"{segmenter.active_providers[0]}); Ctrl+C stops. Research software, not a medical device.",
         )
         sys.stdout.flush()
-        config = uvicorn.Config(app, log_level="warning", access_log=False, lifespan="on")
+        from lvunet_runtime.serve.limits import one_line_logs
+
+        one_line_logs()
+        config = server_config(app, app.state.service.settings.limits)
         try:
             uvicorn.Server(config).run(sockets=[sock])
         except (
@@ -161,6 +197,23 @@ def run_server(app, host: str, port: int, model: str) -> None:
             typer.echo("lvunet-serve: stopped")
     finally:
         sock.close()
+
+
+def server_config(app, limits: Limits):
+    """uvicorn's configuration with the server's limits (see :mod:`lvunet_runtime.serve.limits`)."""
+    import uvicorn
+
+    from lvunet_runtime.serve.limits import guarded_protocol
+
+    return uvicorn.Config(
+        app,
+        http=guarded_protocol(limits),
+        log_config=None,  # one_line_logs() sets uvicorn's loggers up: no tracebacks on the console
+        log_level="warning",
+        access_log=False,
+        lifespan="on",
+        timeout_graceful_shutdown=limits.shutdown_timeout_s,
+    )
 
 
 def main() -> None:
