@@ -86,7 +86,13 @@ def run_entry(program: str, args: list, env: dict | None = None, cwd: Path | Non
     """Run ``lvunet-<program>`` through its real entry point in a fresh interpreter."""
     code = entry_code(program, args)
     return subprocess.run(
-        [sys.executable, "-c", code], env=env, cwd=cwd, capture_output=True, text=True, timeout=300
+        [sys.executable, "-c", code],
+        env=env,
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        errors="backslashreplace",  # file names that are not UTF-8 come back as bytes
+        timeout=300,
     )
 
 

@@ -29,6 +29,7 @@ from lvunet_runtime.errors import LVUNetRuntimeError, first_line
 from lvunet_runtime.evaluate import evaluate
 from lvunet_runtime.image import load_image
 from lvunet_runtime.metrics import confusion_counts, per_image_scores
+from lvunet_runtime.native import library_path
 from lvunet_runtime.processing import (
     binarize_output,
     logit_threshold,
@@ -112,7 +113,10 @@ def export_onnx(
     )
     inputs, real = parity_inputs(contract, verify_images, report)
     fused_logits = check_fused_equals_trained(trained, fused, inputs, report)
-    with guard.writing(out, ".onnx") as tmp:
+    with guard.writing(out, ".onnx") as real_tmp, library_path(real_tmp) as tmp_name:
+        tmp = Path(
+            tmp_name
+        )  # torch, onnx and ONNX Runtime encode paths as UTF-8: a link if need be
         model = export_graph(fused, inputs[:1], contract, opset, tmp, report)
         if simplify:
             model = simplify_graph(model, report)

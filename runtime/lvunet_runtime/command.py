@@ -37,6 +37,10 @@ def configure_process() -> None:
     # Keep FFmpeg's own console chatter (e.g. "moov atom not found") out of our one-line errors.
     os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")
     os.environ.setdefault("OPENCV_LOG_LEVEL", "ERROR")
+    # ONNX Runtime (1.2x+ on Linux too) keeps a telemetry device ID under ~/.cache and warns on the
+    # console when HOME is read-only; nothing of a clinical run should leave the machine either way.
+    # Read when onnxruntime is imported, which no command does before this point.
+    os.environ.setdefault("ORT_DISABLE_TELEMETRY", "1")
     from PIL import Image
 
     Image.MAX_IMAGE_PIXELS = None  # load_image checks --max-pixels itself, with a message
@@ -57,9 +61,14 @@ def _internal_error(program: str, exc: BaseException, debug: bool) -> int:
     log = folder / f"{program}-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}.log"
     try:
         folder.mkdir(parents=True, exist_ok=True)
-        log.write_text(f"{program} {' '.join(sys.argv[1:])}\n{text}")
+        # argv and messages may hold file names that are not UTF-8: written escaped, never refused
+        log.write_text(
+            f"{program} {' '.join(sys.argv[1:])}\n{text}",
+            encoding="utf-8",
+            errors="backslashreplace",
+        )
         where = f"traceback in {log}"
-    except OSError:
+    except (OSError, ValueError):
         where = "no log could be written; rerun with --debug"
     message = first_line(exc, 200) if str(exc).strip() else ""
     typer.echo(
@@ -103,6 +112,10 @@ def _usable_streams() -> None:
             usable = False  # a closed descriptor
         if not usable:
             setattr(sys, name, open(os.devnull, "w"))  # noqa: SIM115 - lives as long as the process
+        elif getattr(stream, "errors", None) == "strict" and hasattr(stream, "reconfigure"):
+            # A file name that is not UTF-8 (``caf\udce9``) must not make printing it fail: stdout gives
+            # the name's own bytes back (as ls does), stderr writes them escaped.
+            stream.reconfigure(errors="surrogateescape" if name == "stdout" else "backslashreplace")
 
 
 def _silence(stream) -> None:

@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from lvunet_runtime.decoder import open_loaded
 from lvunet_runtime.errors import DataError, ImageError
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".gif")
@@ -162,8 +163,7 @@ def read_mask(path: str | Path) -> tuple[np.ndarray, str]:
     """
     path = Path(path)
     try:
-        with Image.open(path) as image:
-            image.load()
+        with open_loaded(path) as image:
             array, kind = _mask_values(upright(image))
     except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as exc:
         raise ImageError(f"{path}: unreadable mask ({exc})") from None

@@ -16,6 +16,7 @@ import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 from lvunet_runtime.data import SIXTEEN_BIT_MODES, upright
+from lvunet_runtime.decoder import open_loaded
 from lvunet_runtime.errors import MACHINE_ERRNOS, ImageError, describe_os_error
 
 DEFAULT_MAX_PIXELS = 100_000_000
@@ -74,15 +75,17 @@ def decode_image(
 def _decode(source: Path | io.BytesIO, name: str, max_pixels: int):
     """Decode with the size check first; a fault of the machine (out of descriptors or memory, an I/O
     error) is raised as the ``OSError`` it is, never reported as a broken image."""
+
+    def check(image: Image.Image) -> None:
+        width, height = image.size
+        if width * height > max_pixels:
+            raise ImageError(
+                f"{name}: {width}x{height} is {width * height / 1e6:.0f} megapixels, over the "
+                f"limit of {max_pixels / 1e6:.0f}; raise --max-pixels if you trust this file"
+            )
+
     try:
-        with Image.open(source) as image:
-            width, height = image.size
-            if width * height > max_pixels:
-                raise ImageError(
-                    f"{name}: {width}x{height} is {width * height / 1e6:.0f} megapixels, over the "
-                    f"limit of {max_pixels / 1e6:.0f}; raise --max-pixels if you trust this file"
-                )
-            image.load()
+        with open_loaded(source, check) as image:
             rgb = to_rgb8(image)
     except ImageError:
         raise

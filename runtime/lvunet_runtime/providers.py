@@ -12,6 +12,7 @@ import onnxruntime as ort
 import lvunet_runtime.webgpu as webgpu
 from lvunet_runtime.console import ORT_ERRORS_ONLY, quiet_stderr
 from lvunet_runtime.errors import ModelError, ProviderError, first_line
+from lvunet_runtime.native import model_source
 
 # Preferred order when nothing is asked for: accelerators first, CPU always last.
 DEFAULT_PROVIDER_ORDER = (
@@ -181,7 +182,7 @@ def open_session(
     ]
     try:
         return ort.InferenceSession(
-            str(path), options, providers=providers, provider_options=settings
+            model_source(path), options, providers=providers, provider_options=settings
         )
     except Exception as exc:  # onnxruntime raises its own pybind types for bad files
         raise ModelError(f"{path}: {load_failure(exc)}") from None
@@ -218,7 +219,7 @@ def _open_webgpu_session(
     options.add_provider_for_devices([ep_device], ep_options)
     try:
         with quiet_stderr():  # Dawn prints its own diagnostics; the error below says what failed
-            return ort.InferenceSession(str(path), options)
+            return ort.InferenceSession(model_source(path), options)
     except Exception as exc:
         if not _loads_on_cpu(path):
             raise ModelError(
@@ -232,7 +233,7 @@ def _open_webgpu_session(
 
 def _loads_on_cpu(path: Path) -> bool:
     try:
-        ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+        ort.InferenceSession(model_source(path), providers=["CPUExecutionProvider"])
         return True
     except Exception:  # noqa: BLE001 - any failure means the file itself is the problem
         return False

@@ -18,6 +18,7 @@ import numpy as np
 
 from lvunet_runtime.console import quiet_stderr
 from lvunet_runtime.errors import ImageError
+from lvunet_runtime.native import library_path
 from lvunet_runtime.outputs import VIDEO_CODECS, frame_stats, overlay
 from lvunet_runtime.pipeline import run_pipeline
 from lvunet_runtime.progress import Meter
@@ -136,7 +137,8 @@ def run_video(
     into a temporary file beside its target and renamed into place only when complete.
     """
     path = job.source
-    capture = cv2.VideoCapture(str(path))
+    with library_path(path) as name:  # OpenCV crashes on a name that is not UTF-8
+        capture = cv2.VideoCapture(name)
     if not capture.isOpened():
         raise ImageError(f"{path}: not a readable video")
     out_video, out_csv = job.outputs.get("video"), job.outputs.get("csv")
@@ -196,8 +198,8 @@ def _segment_frames(
 
 
 def _video_writer(path: Path, fourcc: str, fps: float, size: tuple[int, int], codec: str):
-    with quiet_stderr():
-        writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*fourcc), fps, size)
+    with quiet_stderr(), library_path(path) as name:
+        writer = cv2.VideoWriter(name, cv2.VideoWriter_fourcc(*fourcc), fps, size)
     if not writer.isOpened():
         raise ImageError(f"this OpenCV build cannot encode {codec} video; use --video-codec mp4v")
     return writer
