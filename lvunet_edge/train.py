@@ -25,6 +25,7 @@ from lvunet_runtime.data import (
     orientation_warnings,
 )
 from lvunet_runtime.errors import first_line
+from lvunet_runtime.lock import remove_stale_temporaries
 from torch import nn
 from tqdm import tqdm
 
@@ -229,7 +230,10 @@ def start_run(config: TrainConfig, state: dict[str, Any] | None) -> Run:
     if rank == 0:
         run_dir.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(config.seed)
-    return Run(config, contract, device, rank, world, run_dir)
+    run = Run(config, contract, device, rank, world, run_dir)
+    if rank == 0 and state is not None and remove_stale_temporaries(run_dir):
+        run.log("note: removed a checkpoint left half-written by the run that stopped")
+    return run
 
 
 def load_data(run: Run, state: dict[str, Any] | None) -> None:

@@ -280,7 +280,7 @@ MUTATIONS = [
     Mutation(
         "lock: a second live run is let in",
         f"{RUNTIME}/lock.py",
-        'if holder is None or holder.get("host") != me["host"] or _alive(holder["pid"]):',
+        'if holder is None or holder.get("host") != me["host"] or process_alive(holder["pid"]):',
         "if False:",
         ("tests/runtime/test_reruns.py",),
     ),

@@ -14,13 +14,15 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from lvunet_runtime.errors import OutputError
+from lvunet_runtime.writer import temporaries
 
 
 def lock_path(out: Path, record_name: str) -> Path:
     return out / f".lvunet-{record_name}.lock"
 
 
-def _alive(pid: int) -> bool:
+def process_alive(pid: int) -> bool:
+    """Whether process ``pid`` runs on this machine."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -30,6 +32,15 @@ def _alive(pid: int) -> bool:
     except OSError:
         return False
     return True
+
+
+def remove_stale_temporaries(folder: Path) -> int:
+    """Remove the temporary files under ``folder`` whose writing process is gone (a run folder that
+    only one process writes at a time, such as a training run's); their number."""
+    stale = [path for path, pid in temporaries(folder).items() if not process_alive(pid)]
+    for path in stale:
+        path.unlink(missing_ok=True)
+    return len(stale)
 
 
 def _holder(path: Path) -> dict | None:
@@ -58,7 +69,7 @@ def run_lock(out: Path, record_name: str, notes: list[str]) -> Iterator[None]:
             fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
         except FileExistsError:
             holder = _holder(path)
-            if holder is None or holder.get("host") != me["host"] or _alive(holder["pid"]):
+            if holder is None or holder.get("host") != me["host"] or process_alive(holder["pid"]):
                 who = (
                     f"pid {holder['pid']} on {holder.get('host')}, started {holder.get('started')}"
                     if holder
@@ -68,9 +79,13 @@ def run_lock(out: Path, record_name: str, notes: list[str]) -> Iterator[None]:
                     f"another lvunet-infer run ({who}) is writing into {out}; wait for it to finish or "
                     f"choose another --out (if that run is gone, delete {path})"
                 ) from None
+            left = temporaries(out, holder["pid"])
+            for unfinished in left:
+                unfinished.unlink(missing_ok=True)
+            removed = f", its {len(left)} unfinished temporary file(s) removed" if left else ""
             notes.append(
                 f"took over the lock of an earlier run that is gone (pid {holder['pid']}, started "
-                f"{holder.get('started')}); its finished outputs are kept"
+                f"{holder.get('started')}); its finished outputs are kept{removed}"
             )
             path.unlink(missing_ok=True)
             continue

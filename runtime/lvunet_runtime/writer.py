@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import functools
 import os
+import re
 import tempfile
 import threading
 from collections.abc import Iterable, Iterator
@@ -63,7 +64,9 @@ def atomic_file(path: Path, suffix: str = ".tmp") -> Iterator[Path]:
     The folder is created if needed."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, name = tempfile.mkstemp(prefix=TEMP_PREFIX, suffix=suffix, dir=path.parent)
+    # the writer's pid in the name: a run that takes over a killed run's lock removes what it left
+    prefix = f"{TEMP_PREFIX}{os.getpid()}-"
+    fd, name = tempfile.mkstemp(prefix=prefix, suffix=suffix, dir=path.parent)
     os.close(fd)
     tmp = Path(name)
     try:
@@ -72,6 +75,23 @@ def atomic_file(path: Path, suffix: str = ".tmp") -> Iterator[Path]:
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
+
+
+TEMP_NAME = re.compile(rf"^{re.escape(TEMP_PREFIX)}(\d+)-[A-Za-z0-9_]{{8}}")
+
+
+def temporaries(folder: Path, pid: int | None = None) -> dict[Path, int]:
+    """The temporary files :func:`atomic_file` left under ``folder`` (of process ``pid`` when given),
+    with the pid that wrote each: a run killed with kill -9, or by a power cut, had no chance to
+    remove them."""
+    if not folder.is_dir():
+        return {}
+    found = {}
+    for path in folder.rglob(f"{TEMP_PREFIX}{'' if pid is None else pid}*"):
+        match = TEMP_NAME.match(path.name)
+        if match and path.is_file() and (pid is None or int(match.group(1)) == pid):
+            found[path] = int(match.group(1))
+    return found
 
 
 def write_atomic(path: Path, data: bytes) -> None:

@@ -150,3 +150,110 @@ def test_shard_records_keep_the_results_of_kept_outputs_through_the_merge(tmp_pa
     assert merged.exit_code == 0, merged.stderr
     images = _record(out)["images"]
     assert len(images) == 6 and all("area_px" in entry for entry in images)
+
+
+def _videos(tmp_path, frames=(3, 30)):
+    import cv2
+
+    folder = tmp_path / "clips"
+    folder.mkdir()
+    image = cv2.resize(cv2.imread(str(sorted((DATA / "images").glob("busi__*"))[0])), (96, 64))
+    for name, count in zip(("a.mp4", "b.mp4"), frames, strict=True):
+        writer = cv2.VideoWriter(str(folder / name), cv2.VideoWriter_fourcc(*"mp4v"), 10, (96, 64))
+        for _ in range(count):
+            writer.write(image)
+        writer.release()
+    return folder
+
+
+def _killed_at_model_call(calls: int) -> str:
+    """A prelude that ends the process as kill -9 does (no cleanup) in the ``calls``-th model call."""
+    return (
+        "import os\n"
+        "from lvunet_runtime.segmenter import Segmenter\n"
+        "real, count = Segmenter.run_prepared, [0]\n"
+        "def run(self, prepared):\n"
+        "    count[0] += 1\n"
+        f"    if count[0] == {calls}:\n"
+        "        os._exit(137)\n"
+        "    return real(self, prepared)\n"
+        "Segmenter.run_prepared = run\n"
+    )
+
+
+def test_sigterm_during_a_video_keeps_the_finished_one_and_no_partial_file(tmp_path):
+    folder, out = _videos(tmp_path), tmp_path / "out"
+    process = _infer_process(folder, out, _waiting_at_model_call(12))  # inside b.mp4
+    assert process.stdout.readline().strip() == "ready"
+    assert list(out.glob(".lvunet-*.mp4"))  # b's video is being encoded into its temporary file
+    process.send_signal(signal.SIGTERM)
+    _, stderr = process.communicate(timeout=60)
+    assert process.returncode == 130 and "Traceback" not in stderr, stderr
+    assert _record(out)["outputs"] == ["a_frames.csv", "a_overlay.mp4"]
+    assert not list(out.glob(".lvunet-*"))  # no partial video, no lock
+    again = cli("infer", folder, "--out", out, *MODEL)
+    assert again.exit_code == 0 and "1 video(s)" in again.stdout and "1 skipped" in again.stdout
+    assert sorted(p.name for p in out.glob("b_*")) == ["b_frames.csv", "b_overlay.mp4"]
+
+
+def test_a_run_killed_mid_video_leaves_a_temporary_file_that_the_rerun_removes(tmp_path):
+    """kill -9 cannot be cleaned up after: the next run, taking over the lock, removes what it left."""
+    folder, out = _videos(tmp_path), tmp_path / "out"
+    process = _infer_process(folder, out, _killed_at_model_call(12))
+    process.communicate(timeout=60)
+    assert process.returncode == 137
+    left = list(out.glob(f".lvunet-{process.pid}-*.mp4"))
+    assert len(left) == 1
+    keep = out / f".lvunet-{os.getpid()}-abcdefgh.png"  # a live process's: never touched
+    keep.write_bytes(b"in progress")
+    again = cli("infer", folder, "--out", out, *MODEL)
+    assert again.exit_code == 0, again.stderr
+    assert "its 1 unfinished temporary file(s) removed" in again.stderr
+    assert not left[0].exists() and keep.exists()
+    assert {"a_overlay.mp4", "b_overlay.mp4"} <= {p.name for p in out.iterdir()}
+
+
+def test_an_internal_error_mid_run_is_finished_by_the_same_command(tmp_path):
+    folder, out = _folder(tmp_path, 6), tmp_path / "out"
+    prelude = (
+        "from lvunet_runtime.segmenter import Segmenter\n"
+        "real, count = Segmenter.run_prepared, [0]\n"
+        "def run(self, prepared):\n"
+        "    count[0] += 1\n"
+        "    if count[0] == 4:\n"
+        "        raise RuntimeError('simulated fault in a library')\n"
+        "    return real(self, prepared)\n"
+        "Segmenter.run_prepared = run\n"
+    )
+    process = _infer_process(folder, out, prelude)
+    _, stderr = process.communicate(timeout=120)
+    assert process.returncode in (2, 3) and "Traceback" not in stderr, stderr
+    done = len(list(out.glob("*_mask.png")))
+    assert not list(out.glob(".lvunet-*"))
+    again = cli("infer", folder, "--out", out, *MODEL)
+    assert again.exit_code == 0, again.stderr
+    assert len(list(out.glob("*_mask.png"))) == 6 and f"{done} skipped" in again.stdout
+
+
+def test_a_run_stopped_by_a_full_disk_is_finished_by_the_same_command(tmp_path, monkeypatch):
+    import errno
+
+    import lvunet_runtime.writer as writer
+
+    folder, out = _folder(tmp_path, 6), tmp_path / "out"
+    real, count = writer.write_atomic, [0]
+
+    def full(path, data):
+        count[0] += 1
+        if count[0] == 3:
+            raise OSError(errno.ENOSPC, "No space left on device", str(path))
+        return real(path, data)
+
+    monkeypatch.setattr(writer, "write_atomic", full)
+    stopped = cli("infer", folder, "--out", out, *MODEL)
+    monkeypatch.undo()
+    assert stopped.exit_code == 2 and "No space left on device" in stopped.stderr, stopped.stderr
+    done = len(list(out.glob("*_mask.png")))
+    again = cli("infer", folder, "--out", out, *MODEL)
+    assert again.exit_code == 0, again.stderr
+    assert len(list(out.glob("*_mask.png"))) == 6 and f"{done} skipped" in again.stdout

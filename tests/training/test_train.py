@@ -64,7 +64,16 @@ def test_resume_continues_exactly(tmp_path, finished_run):
     out = tmp_path / "resumed"
     assert train(_config(out), progress=False, stop_after=2) == {}
     assert [r["epoch"] for r in _log(out)] == [0, 1]
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone.wait()
+    half = out / f".lvunet-{gone.pid}-abcdefgh.pt"  # a checkpoint save cut by kill -9
+    half.write_bytes(b"half a checkpoint")
+    live = out / f".lvunet-{os.getpid()}-abcdefgh.pt"  # a live process's: never touched
+    live.write_bytes(b"in progress")
     metrics = train(_config(out), resume=out, progress=False)
+    assert not half.exists() and live.exists()
+    assert "removed a checkpoint left half-written" in (out / "train.log").read_text()
+    live.unlink()
     assert [r["epoch"] for r in _log(out)] == [0, 1, 2, 3, 4, 5]
     assert metrics["trained"] == json.loads((full_dir / "metrics.json").read_text())["trained"]
     a, _ = load_checkpoint(full_dir / "last.pt")
