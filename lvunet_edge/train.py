@@ -22,7 +22,7 @@ from lvunet_runtime.data import (
     check_mask_rules,
     describe_mask_rules,
     find_pairs,
-    orientation_warnings,
+    pair_warnings,
 )
 from lvunet_runtime.errors import first_line
 from lvunet_runtime.lock import remove_stale_temporaries
@@ -79,6 +79,7 @@ class Run:
     run_dir: Path
     split: dict[str, Any] = field(default_factory=dict)
     sets: dict[str, ArrayDataset] = field(default_factory=dict)
+    data_warnings: list[str] = field(default_factory=list)  # lvunet_runtime.data.pair_warnings
     images: torch.Tensor | None = None  # the training images, resident on the device
     masks: torch.Tensor | None = None
     model: LVUNet | None = None
@@ -240,7 +241,8 @@ def load_data(run: Run, state: dict[str, Any] | None) -> None:
     """Pair, decode and split the data once (the split recorded by the run when resuming)."""
     config = run.config
     pairs = find_pairs(config.data)
-    for warning in orientation_warnings(pairs):
+    run.data_warnings = pair_warnings(pairs)
+    for warning in run.data_warnings:
         run.log(f"warning: {warning}")
     dataset = load_dataset(pairs, run.contract, config.workers)
     check_mask_rules(dataset.mask_rules, Path(config.data) / "masks")  # never train on nothing
@@ -499,6 +501,7 @@ def final_test(run: Run) -> dict:
     metrics["best_epoch"] = run.best["epoch"]
     metrics["epochs"] = run.config.epochs
     metrics["mask_rules"] = run.sets["train"].mask_rules  # how the dataset's masks were read
+    metrics["data_warnings"] = run.data_warnings  # said before the first step, kept with the result
     metrics["deep_epochs"] = run.config.effective_deep_epochs
     (run.run_dir / "metrics.json").write_text(json.dumps(metrics, indent=1) + "\n")
     record_test_metrics(run.run_dir / "best.pt", metrics)

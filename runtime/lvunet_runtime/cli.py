@@ -338,9 +338,9 @@ def eval_command(
     _check_report_file(json_out, overwrite)
     ids = None if split_file is None else read_id_list(split_file)
     pairs = find_pairs(data, ids)
-    from lvunet_runtime.data import orientation_warnings
+    from lvunet_runtime.data import pair_warnings
 
-    for warning in orientation_warnings(pairs):
+    for warning in pair_warnings(pairs):
         typer.echo(f"lvunet-eval: warning: {warning}", err=True)
     quiet_onnxruntime()
     segmenter = Segmenter(

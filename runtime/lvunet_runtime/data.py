@@ -121,25 +121,77 @@ def upright(image: Image.Image) -> Image.Image:
     )
 
 
-def orientation_warnings(pairs: list[Pair]) -> list[str]:
-    """Pairs that may not line up as the user sees them: an image whose EXIF orientation turns it while
-    its mask carries none. Both are read upright (the mask as drawn on the image a viewer shows); when
-    the mask was drawn on the unturned pixels, training would learn a rotated object, so say so."""
-    turned = []
+def pair_warnings(pairs: list[Pair]) -> list[str]:
+    """What may spoil training or scoring on ``pairs`` without an error: each a line saying what was
+    found, in which pairs, and what to check. Training logs them before the first step, ``lvunet-eval``
+    before it scores (the one check both use):
+
+    - an image turned by its EXIF orientation whose mask carries none (:func:`upright` reads both as
+      viewers show them; if the mask was drawn on the stored pixels it is now rotated);
+    - an image of exactly two values: a mask in the images folder (images and masks swapped?);
+    - a mask with more than 1,000 colours: a photograph in the masks folder;
+    - byte-identical images under different names (a copy can land in both training and test).
+    """
+    turned, binary, photos, copies = [], [], [], {}
     for pair in pairs:
         try:
             with Image.open(pair.image) as image, Image.open(pair.mask) as mask:
                 if orientation(image) not in (0, 1) and orientation(mask) in (0, 1):
                     turned.append(pair.id)
+                if _values(image) == 2:
+                    binary.append(pair.id)
+                if mask.mode not in ("1", "L", "P", "I", "I;16") and _values(mask) > 1000:
+                    photos.append(pair.id)
+            copies.setdefault(content_hash(pair.image), []).append(pair.id)
         except (OSError, ValueError, SyntaxError):
             continue  # unreadable files are reported by the readers themselves
-    if not turned:
-        return []
-    return [
-        f"{len(turned)} image(s) carry an EXIF orientation that their masks do not (e.g. "
-        f"{', '.join(turned[:3])}): masks are taken as drawn on the image as viewers show it (turned); "
-        "check an overlay of one, or save the images upright"
+    duplicated = [ids for ids in copies.values() if len(ids) > 1]
+    found = [
+        (
+            turned,
+            turned,
+            "image(s) carry an EXIF orientation that their masks do not",
+            "masks are taken as drawn on the image as viewers show it (turned); check an overlay of "
+            "one, or save the images upright",
+        ),
+        (
+            binary,
+            binary,
+            "image(s) hold two values only, as masks do",
+            "are the images and masks folders swapped?",
+        ),
+        (
+            photos,
+            photos,
+            "mask(s) hold more than 1,000 colours, as photographs do",
+            "is an image in the masks folder?",
+        ),
+        (
+            [i for ids in duplicated for i in ids[1:]],
+            ["=".join(ids[:2]) for ids in duplicated],
+            "image(s) are byte-identical copies of another",
+            "a copy can fall in both training and test; remove the copies",
+        ),
     ]
+    return [
+        f"{len(ids)} {what} (e.g. {', '.join(examples[:3])}): {advice}"
+        for ids, examples, what, advice in found
+        if ids
+    ]
+
+
+def _values(image: Image.Image, side: int = 128) -> int:
+    """How many distinct values (colours) a small copy of ``image`` holds (nearest-neighbour, so no
+    value is made up; JPEGs decode at reduced size)."""
+    image.draft("RGB", (side, side))
+    small = image.resize(
+        (min(side, image.width), min(side, image.height)), Image.Resampling.NEAREST
+    )
+    array = np.asarray(small.convert("RGB")).reshape(-1, 3).astype(np.int64)
+    return len(np.unique(array[:, 0] << 16 | array[:, 1] << 8 | array[:, 2]))
+
+
+NEARLY_FULL = 0.95  # a mask foreground over more of it than this is said to be nearly full
 
 
 def read_mask(path: str | Path) -> tuple[np.ndarray, str]:
@@ -153,10 +205,13 @@ def read_mask(path: str | Path) -> tuple[np.ndarray, str]:
       gives values like 2 or 3) above half that value (``>0``);
     - colour masks (an object drawn in red or blue on black): the brightest channel, by the same rule;
     - palette masks: every palette index other than the most common one (the background);
+    - masks drawn in their transparency (an object on a transparent layer, of any colour): the opacity,
+      by the grey rule;
     - an all-zero mask is ``empty``.
 
     A mask with many values between background and foreground (antialiased edges, a gradient) is
-    binarised by the same rule and the rule says so (``, 12% intermediate``).
+    binarised by the same rule and the rule says so (``, 12% intermediate``); one whose foreground
+    covers more than 95% of it says ``, nearly full`` (a dataset of only such masks is refused: inverted).
 
     Raises:
         ImageError: missing, not an image, corrupt.
@@ -184,15 +239,25 @@ def read_mask(path: str | Path) -> tuple[np.ndarray, str]:
         cut = 127
     else:
         cut = top // 2  # a low-range mask (0/1, or 0/1 saved as JPEG): half its foreground value
-    rule = f">{cut}" if kind == "grey" else f"colour, brightest channel >{cut}"
+    rule = {
+        "grey": f">{cut}",
+        "colour": f"colour, brightest channel >{cut}",
+        "alpha": f"transparency, opacity >{cut}",
+    }[kind]
     intermediate = float(((array > 0) & (array != top)).mean() / max((array > 0).mean(), 1e-12))
     if intermediate > 0.05:
         rule += f", {intermediate:.0%} intermediate"
-    return array > cut, rule
+    mask = array > cut
+    if mask.mean() > NEARLY_FULL:
+        rule += ", nearly full"
+    return mask, rule
 
 
 def _mask_values(image: Image.Image) -> tuple[np.ndarray, str]:
-    """The values a mask's foreground is decided from, and their kind (grey, colour, palette)."""
+    """The values a mask's foreground is decided from, and their kind (grey, colour, palette, alpha)."""
+    alpha = _alpha(image)
+    if alpha is not None:
+        return alpha, "alpha"
     if image.mode in SIXTEEN_BIT_MODES:
         return np.asarray(image).astype(np.int64), "grey"
     if image.mode == "P":
@@ -203,6 +268,23 @@ def _mask_values(image: Image.Image) -> tuple[np.ndarray, str]:
     if (rgb[..., 0] == rgb[..., 1]).all() and (rgb[..., 1] == rgb[..., 2]).all():
         return rgb[..., 0], "grey"
     return rgb.max(axis=2), "colour"
+
+
+def _alpha(image: Image.Image) -> np.ndarray | None:
+    """A mask drawn in its transparency (an object painted on a transparent layer): the alpha channel,
+    when it varies and the colours cannot tell the object (all one colour, such as black on
+    transparent black) or tell it inverted (the invisible part brighter than the visible one, such as
+    black on transparent white). Else None: the colours decide."""
+    if image.mode not in ("RGBA", "LA", "PA") and "transparency" not in image.info:
+        return None
+    rgba = np.asarray(image.convert("RGBA"))
+    alpha, values = rgba[..., 3], rgba[..., :3].max(axis=2)
+    if alpha.min() == alpha.max():
+        return None
+    seen = alpha >= 128
+    if values.min() == values.max() or values[~seen].mean() > values[seen].mean():
+        return alpha
+    return None
 
 
 def check_mask_rules(rules: dict[str, int], folder: str | Path) -> None:
@@ -216,7 +298,13 @@ def check_mask_rules(rules: dict[str, int], folder: str | Path) -> None:
     if total and rules.get("empty", 0) == total:
         raise DataError(
             f"every mask in {folder} is empty ({total} masks, all pixels 0): check that the mask files "
-            "hold the objects (grey, colour, palette and 0/1 masks are all read)"
+            "hold the objects (grey, colour, palette, transparency and 0/1 masks are all read)"
+        )
+    full = sum(count for rule, count in rules.items() if rule.endswith("nearly full"))
+    if total and full == total:
+        raise DataError(
+            f"every mask in {folder} is foreground over more than {NEARLY_FULL:.0%} of its pixels "
+            f"({total} masks): drawn inverted (a dark object on white)? invert them, or check the files"
         )
 
 

@@ -238,3 +238,19 @@ def test_training_refuses_a_dataset_of_empty_masks_and_records_the_mask_rule(
     assert sum(rules.values()) > 0 and set(rules) <= {">127", "empty"} | {
         r for r in rules if r.startswith(">127, ")
     }
+
+
+def test_data_warnings_are_said_before_training_and_kept_in_its_metrics(tmp_path):
+    from tests.helpers import copy_pairs
+
+    data = copy_pairs("kvasir-seg__", tmp_path / "data")
+    first = sorted((data / "images").iterdir())[0]
+    shutil.copy(first, data / "images" / "copy-of-first.jpg")
+    shutil.copy(data / "masks" / f"{first.stem}.png", data / "masks" / "copy-of-first.png")
+    out = tmp_path / "run"
+    metrics = train(_config(out, data=str(data), epochs=1), progress=False)
+    (warning,) = metrics["data_warnings"]
+    assert "byte-identical copies" in warning and "copy-of-first" in warning
+    log = (out / "train.log").read_text()
+    assert log.index("byte-identical") < log.index("epoch")  # before the first step
+    assert json.loads((out / "metrics.json").read_text())["data_warnings"] == [warning]
