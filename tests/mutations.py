@@ -138,8 +138,8 @@ MUTATIONS = [
     Mutation(
         "mask rule: 8-bit masks binarised at > 0 instead of half their range",
         f"{RUNTIME}/data.py",
-        "    return array > cut, rule",
-        "    return array > 0, rule",
+        "    mask = array > cut\n",
+        "    mask = array > 0\n",
         ("tests/runtime/test_data.py",),
     ),
     Mutation(

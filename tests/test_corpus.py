@@ -897,18 +897,61 @@ def test_adding_json_to_a_rerun_keeps_the_masks(tmp_path):
     assert os.stat(out / "scan_mask.png").st_mtime_ns == stamp  # kept, not rewritten
 
 
-def test_training_fault_exits_2_and_says_how_to_continue(tmp_path, monkeypatch):
+@pytest.mark.parametrize(
+    "error",
+    [errno.ENOSPC, errno.EACCES, errno.EROFS, errno.EIO],
+    ids=["disk full", "permission lost", "file system turned read-only", "I/O error"],
+)
+def test_training_fault_exits_2_and_says_how_to_continue(tmp_path, monkeypatch, error):
     import lvunet_edge.train as train_module
 
-    def full_disk(path, *args, **kwargs):
-        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path))
+    def failing(path, *args, **kwargs):
+        raise OSError(error, os.strerror(error), str(path))
 
-    monkeypatch.setattr(train_module, "save_checkpoint", full_disk)
+    monkeypatch.setattr(train_module, "save_checkpoint", failing)
     args = ["--data", DATA, "--out", tmp_path / "r", "--image-size", "128", "--epochs", "1"]
     result = cli("train", *args, "--batch-size", "4", "--no-progress")
     assert result.exit_code == 2 and "Traceback" not in result.stderr
     line = result.stderr.strip().splitlines()[-1]
-    assert "No space left on device" in line and "--resume" in line
+    assert os.strerror(error) in line and "--resume" in line
+
+
+def test_training_interrupted_says_how_to_continue_and_the_resume_finishes(tmp_path, monkeypatch):
+    import lvunet_edge.train as train_module
+
+    real, calls = train_module.train_epoch, [0]
+
+    def interrupted(run, epoch, progress):
+        calls[0] += 1
+        if calls[0] == 2:
+            raise KeyboardInterrupt
+        return real(run, epoch, progress)
+
+    monkeypatch.setattr(train_module, "train_epoch", interrupted)
+    out = tmp_path / "r"
+    args = [
+        "--data",
+        DATA,
+        "--out",
+        out,
+        "--image-size",
+        "128",
+        "--epochs",
+        "3",
+        "--batch-size",
+        "4",
+    ]
+    result = cli("train", *args, "--no-progress")
+    assert result.exit_code == 130, result.stderr
+    assert result.stderr.strip().splitlines()[-1].endswith(f"continue with --resume {out}")
+    monkeypatch.undo()
+    resumed = cli("train", "--resume", out, "--no-progress")
+    assert resumed.exit_code == 0, resumed.stderr
+    assert [json.loads(line)["epoch"] for line in (out / "log.jsonl").read_text().splitlines()] == [
+        0,
+        1,
+        2,
+    ]
 
 
 @pytest.mark.parametrize("program", ["infer", "eval", "bench", "train", "export"])
