@@ -92,6 +92,12 @@ def infer_command(
     json_out: bool = typer.Option(
         False, "--json", help="Also write <stem>.json (area, box, regions)."
     ),
+    dicom_seg: bool = typer.Option(
+        False,
+        "--dicom-seg",
+        help="Also write <stem>_seg.dcm for each DICOM input: a DICOM Segmentation that a PACS or "
+        "viewer files with its image (needs lvunet-runtime[dicom]).",
+    ),
     threshold: float | None = typer.Option(
         None, help="Probability threshold in (0, 1) (default: the model's)."
     ),
@@ -165,6 +171,10 @@ def infer_command(
         return
     inputs = inputs or []
     _check_infer_request(inputs, camera, input_list, num_parts, part_id, video_codec)
+    if dicom_seg:
+        from lvunet_runtime.dicom import check_seg_extra
+
+        check_seg_extra()
     quiet_onnxruntime()
     segmenter = Segmenter(
         model,
@@ -197,6 +207,7 @@ def infer_command(
         ray=ray,
         ray_address=ray_address,
         ray_actors=ray_actors,
+        dicom_seg=dicom_seg,
     )
     summary = infer(inputs, segmenter, options)
     _report_run(summary, out)

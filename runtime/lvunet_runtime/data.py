@@ -32,9 +32,28 @@ class Pair:
     mask: Path
 
 
+DICOM_SUFFIXES = (".dcm", ".dicom")
+
+
 def is_image_file(path: Path) -> bool:
-    """An accepted image extension and not a hidden file."""
-    return path.suffix.lower() in IMAGE_SUFFIXES and not path.name.startswith(".")
+    """Not a hidden file, and an accepted image extension or a DICOM file (by its content, with any
+    name: PACS exports name files ``IM0001`` or by UID)."""
+    if path.name.startswith("."):
+        return False
+    suffix = path.suffix.lower()
+    if suffix in IMAGE_SUFFIXES or suffix in DICOM_SUFFIXES:
+        return True
+    from lvunet_runtime.dicom import is_dicom
+
+    return suffix not in VIDEO_SUFFIXES and path.is_file() and is_dicom(path)
+
+
+def file_id(path: Path) -> str:
+    """An input's id (and the stem of its outputs): its name less a known extension (``scan.jpg`` ->
+    ``scan``), or its whole name when it has none, as DICOM files named ``IM0001`` or by a UID
+    (``1.2.840.113619.2.55.7``, whose last part is not an extension)."""
+    known = IMAGE_SUFFIXES + DICOM_SUFFIXES + VIDEO_SUFFIXES
+    return path.stem if path.suffix.lower() in known else path.name
 
 
 def listing(title: str, problems: list[str], limit: int = 20) -> str:
@@ -78,11 +97,10 @@ def find_pairs(root: str | Path, ids: list[str] | None = None) -> list[Pair]:
     problems: list[str] = []
     for path in sorted(image_dir.iterdir()):
         if is_image_file(path):
-            if path.stem in images:
-                problems.append(
-                    f"duplicate image id {path.stem}: {images[path.stem].name}, {path.name}"
-                )
-            images[path.stem] = path
+            key = file_id(path)
+            if key in images:
+                problems.append(f"duplicate image id {key}: {images[key].name}, {path.name}")
+            images[key] = path
     masks = _mask_index(mask_dir, set(images))
     if ids is None:
         if not images:

@@ -16,6 +16,7 @@ import math
 import os
 import time
 import warnings
+from dataclasses import asdict
 from pathlib import Path
 
 from lvunet_runtime.console import quiet_ray, quiet_stderr
@@ -42,8 +43,12 @@ class SegmentActor:
     """One Ray actor: the run's segmenter, opened from its spec; writes the outputs of each job."""
 
     def __init__(self, spec: SegmenterSpec, options: dict) -> None:
+        from lvunet_runtime.dicom import SegSeries
+
         self.segmenter = spec.open()
         self.options = options
+        series = options.get("seg_series")
+        self.series = SegSeries(**series) if series else None
 
     def __call__(self, batch: dict) -> dict:
         from lvunet_runtime.image import load_image
@@ -68,6 +73,7 @@ class SegmentActor:
                     guard,
                     keep_largest=self.options["keep_largest"],
                     source=source,
+                    series=self.series,
                 )
                 results.append(json.dumps({"ok": stats}))
             except ACTOR_FAULTS as exc:
@@ -115,7 +121,11 @@ def run_images_ray(spec: SegmenterSpec, jobs: list, options, summary) -> None:
         SegmentActor,
         fn_constructor_kwargs={
             "spec": spec.with_(threads=threads),
-            "options": {"max_pixels": options.max_pixels, "keep_largest": options.keep_largest},
+            "options": {
+                "max_pixels": options.max_pixels,
+                "keep_largest": options.keep_largest,
+                "seg_series": asdict(options.seg_series) if options.seg_series else None,
+            },
         },
         batch_size=8,
         concurrency=count,

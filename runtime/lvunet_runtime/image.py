@@ -57,6 +57,10 @@ def load_image(
         raise ImageError(f"{path}: is a folder, not an image")
     if not path.is_file():  # a FIFO, socket or device would block or stream forever
         raise ImageError(f"{path}: not a regular file")
+    from lvunet_runtime.dicom import is_dicom
+
+    if is_dicom(path):
+        return _dicom(path, str(path), max_pixels)
     return _decode(path, str(path), max_pixels)
 
 
@@ -69,7 +73,24 @@ def decode_image(
     """
     if not data:
         raise ImageError(f"{name}: empty file, not an image")
+    from lvunet_runtime.dicom import looks_dicom
+
+    if looks_dicom(data):
+        return _dicom(data, name, max_pixels)
     return _decode(io.BytesIO(data), name, max_pixels)
+
+
+def _dicom(source: Path | bytes, name: str, max_pixels: int):
+    """A single-frame DICOM image (multi-frame ones are run frame by frame, as videos)."""
+    from lvunet_runtime.dicom import read_dicom
+
+    frames = read_dicom(source, name=name, max_pixels=max_pixels).frames
+    if len(frames) > 1:
+        raise ImageError(
+            f"{name}: a multi-frame DICOM image ({len(frames)} frames); lvunet-infer runs it frame by "
+            "frame, as a video"
+        )
+    return frames[0], frames[0].shape[:2]
 
 
 def _decode(source: Path | io.BytesIO, name: str, max_pixels: int):

@@ -18,7 +18,6 @@ from pathlib import Path
 
 import numpy as np
 
-from lvunet_runtime.data import VIDEO_SUFFIXES
 from lvunet_runtime.errors import (
     ImageError,
     Interrupted,
@@ -87,6 +86,7 @@ def run_images(
             guard,
             keep_largest=options.keep_largest,
             source=str(job.source),
+            series=options.seg_series,
         )
         written[job.source] = stats
         return stats
@@ -138,7 +138,7 @@ def run_jobs(
     summary: RunSummary,
 ) -> None:
     """Images (here or on Ray), then videos; a fault that would repeat for every file stops both."""
-    videos = [j for j in jobs if j.source.suffix.lower() in VIDEO_SUFFIXES]
+    videos = [j for j in jobs if j.video]
     images = [j for j in jobs if j not in videos]
     if options.ray:  # images on the cluster; videos (sequential by nature) here
         from lvunet_runtime.distributed import run_images_ray
@@ -175,6 +175,10 @@ def infer(inputs: list[str], segmenter: Segmenter, options: InferOptions) -> Run
     summary = RunSummary(
         model=segmenter.identity, providers=segmenter.active_providers, settings=settings
     )
+    if options.dicom_seg and options.seg_series is None:
+        from lvunet_runtime.dicom import SegSeries
+
+        options.seg_series = SegSeries.new(segmenter)  # one new DICOM series per run
     summary.provider_fallback = list(getattr(segmenter, "fallback", []))
     if segmenter.adapter is not None:
         summary.adapter = segmenter.adapter.to_dict()

@@ -9,13 +9,14 @@ segment its own masks. A file named explicitly on the command line always runs (
 
 from __future__ import annotations
 
+import functools
 import glob
 import hashlib
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from lvunet_runtime.data import IMAGE_SUFFIXES, VIDEO_SUFFIXES
+from lvunet_runtime.data import VIDEO_SUFFIXES, file_id, is_image_file
 from lvunet_runtime.records import read_records
 
 
@@ -26,9 +27,24 @@ class Source:
     path: Path
     base: Path | None = None
 
-    @property
+    @functools.cached_property
+    def is_dicom(self) -> bool:
+        from lvunet_runtime.dicom import is_dicom
+
+        return self.path.suffix.lower() not in VIDEO_SUFFIXES and is_dicom(self.path)
+
+    @functools.cached_property
     def is_video(self) -> bool:
-        return self.path.suffix.lower() in VIDEO_SUFFIXES
+        """A video file, or a multi-frame (cine) DICOM image: run frame by frame."""
+        if self.path.suffix.lower() in VIDEO_SUFFIXES:
+            return True
+        from lvunet_runtime.dicom import frame_count
+
+        return self.is_dicom and frame_count(self.path) > 1
+
+    @property
+    def stem(self) -> str:
+        return file_id(self.path)
 
 
 @dataclass
@@ -67,15 +83,31 @@ def _walk(folder: Path):
             yield Path(root) / name
 
 
+def _is_media(path: Path) -> bool:
+    """An image (by extension, or DICOM by content) or a video, not hidden."""
+    return (
+        path.suffix.lower() in VIDEO_SUFFIXES and not path.name.startswith(".")
+    ) or is_image_file(path)
+
+
 def _media(paths, cache) -> list[Path]:
-    return [
-        p
-        for p in paths
-        if p.is_file()
-        and not p.name.startswith(".")
-        and p.suffix.lower() in IMAGE_SUFFIXES + VIDEO_SUFFIXES
-        and not _ours(p, cache)
-    ]
+    return [p for p in paths if p.is_file() and _is_media(p) and not _ours(p, cache)]
+
+
+def _nothing_new(raw: str, folder: Path, recursive: bool) -> str:
+    """Why a folder gave no input, naming the files it skipped (the user sees what was there)."""
+    files = [p for p in (_walk(folder) if recursive else folder.iterdir()) if p.is_file()]
+    visible = [p for p in files if not p.name.startswith(".")]
+    others = [p.name for p in visible if not _is_media(p)]
+    if others:
+        shown = ", ".join(others[:3]) + (", ..." if len(others) > 3 else "")
+        return (
+            f"{raw}: no new images or videos in this folder ({len(others)} other file(s) skipped, "
+            f"not images, videos or DICOM: {shown})"
+        )
+    if visible:
+        return f"{raw}: no new images or videos in this folder (all {len(visible)} are our outputs)"
+    return f"{raw}: no new images or videos in this folder"
 
 
 def read_path_list(path: str | Path) -> list[str]:
@@ -121,9 +153,7 @@ def collect_inputs(arguments: list[str], recursive: bool) -> Inputs:
             walker = _walk(path) if recursive else path.iterdir()
             media = _media(sorted(walker), cache)
             if not media:
-                found.errors.append(
-                    {"input": raw, "error": f"{raw}: no new images or videos in this folder"}
-                )
+                found.errors.append({"input": raw, "error": _nothing_new(raw, path, recursive)})
             add(media, path)
         elif path.exists() or path.is_symlink():
             add(

@@ -118,11 +118,17 @@ def write_image_outputs(
     probability: np.ndarray,
     mask: np.ndarray,
     meta: dict,
+    series=None,
 ) -> dict:
-    """Write the given outputs of one image (``mask``, ``overlay``, ``prob``, ``json``) through the
-    guard; returns its summary statistics."""
+    """Write the given outputs of one image (``mask``, ``overlay``, ``prob``, ``json``, and ``seg``, a
+    DICOM Segmentation in ``series``) through the guard; returns its summary statistics."""
     if "mask" in paths:
         guard.write(paths["mask"], mask_png(mask))
+    if "seg" in paths and series is not None:
+        from lvunet_runtime.dicom import write_seg
+
+        with guard.writing(paths["seg"], ".dcm") as tmp:
+            write_seg(Path(meta["input"]), mask[None], tmp, series)
     if "overlay" in paths and rgb is not None:
         guard.write(paths["overlay"], encode_png(overlay(rgb, mask)))
     if "prob" in paths:
@@ -145,10 +151,13 @@ def finish_image(
     *,
     keep_largest: bool,
     source: str,
+    series=None,
 ) -> dict:
     """The one per-image finish step of every route (local pipeline, Ray actor): the model's output ->
     probability and mask at the image's ``size`` -> the files in ``paths``; returns the statistics the
     run record keeps."""
     prediction = segmenter.finish(output, size, keep_largest=keep_largest)
     meta = {"input": source, "model": segmenter.identity, "threshold": segmenter.threshold}
-    return write_image_outputs(paths, guard, image, prediction.probability, prediction.mask, meta)
+    return write_image_outputs(
+        paths, guard, image, prediction.probability, prediction.mask, meta, series
+    )

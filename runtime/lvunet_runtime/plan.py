@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from lvunet_runtime.errors import OutputError
 from lvunet_runtime.image import DEFAULT_MAX_PIXELS
@@ -13,6 +14,9 @@ from lvunet_runtime.inputs import Source, in_part
 from lvunet_runtime.outputs import VIDEO_CODECS
 from lvunet_runtime.records import RunSummary, _relative, record_name
 from lvunet_runtime.writer import OutputGuard
+
+if TYPE_CHECKING:
+    from lvunet_runtime.dicom import SegSeries
 
 
 def default_workers() -> int:
@@ -42,6 +46,8 @@ class InferOptions:
     ray: bool = False
     ray_address: str | None = None
     ray_actors: int | None = None
+    dicom_seg: bool = False
+    seg_series: SegSeries | None = None  # made when the run starts (a new DICOM series per run)
 
     @property
     def record_name(self) -> str:
@@ -55,19 +61,22 @@ class Job:
 
     source: Path
     outputs: dict[str, Path]
+    video: bool = False  # run frame by frame: a video file or a multi-frame DICOM image
 
 
 def _names(source: Source, options: InferOptions, stem: str) -> dict[str, Path]:
     folder = options.out
     if source.base is not None:
         folder = options.out / source.path.parent.relative_to(source.base)  # mirror a folder
+    seg = {"seg": folder / f"{stem}_seg.dcm"} if options.dicom_seg and source.is_dicom else {}
     if source.is_video:
         extension = VIDEO_CODECS[options.video_codec][1]
         return {
             "video": folder / f"{stem}_overlay{extension}",
             "csv": folder / f"{stem}_frames.csv",
+            **seg,
         }
-    paths = {"mask": folder / f"{stem}_mask.png"}
+    paths = {"mask": folder / f"{stem}_mask.png", **seg}
     if options.overlay:
         paths["overlay"] = folder / f"{stem}_overlay.png"
     if options.prob:
@@ -85,9 +94,7 @@ def unique_names(sources: list[Source], options: InferOptions) -> dict[Path, dic
     """
     by_name: dict[Path, list[Source]] = {}
     for source in sources:
-        by_name.setdefault(_names(source, options, source.path.stem)[_first(source)], []).append(
-            source
-        )
+        by_name.setdefault(_names(source, options, source.stem)[_first(source)], []).append(source)
     names = {}
     for group in by_name.values():
         suffixes = {s.path.suffix.lower() for s in group}
@@ -98,7 +105,7 @@ def unique_names(sources: list[Source], options: InferOptions) -> dict[Path, dic
                 "different --out, or use --recursive on a folder above both"
             )
         for source in group:
-            stem = source.path.stem
+            stem = source.stem
             if len(group) > 1:
                 stem = f"{stem}_{source.path.suffix.lower().lstrip('.')}"
             names[source.path] = _names(source, options, stem)
@@ -123,7 +130,7 @@ def plan_jobs(
     for source, outputs in unique_names(sources, options).items():  # names from all parts: stable
         if source not in part:
             continue
-        job = Job(source, {})
+        job = Job(source, {}, video="video" in outputs)
         problem = None
         for kind, path in outputs.items():
             ours = _relative(path, options.out) in previous

@@ -114,17 +114,55 @@ class _Encoder:
             raise self.error
 
 
-def overlay_frames(segmenter: Segmenter, keep_largest: bool):
-    """A pipeline ``finish`` step for video: (BGR overlay frame, region statistics, ms since load)."""
+def overlay_frames(segmenter: Segmenter, keep_largest: bool, with_mask: bool = False):
+    """A pipeline ``finish`` step for video: (BGR overlay frame, region statistics), and the mask when
+    ``with_mask`` (a DICOM SEG of the frames is written)."""
 
-    def finish(
-        frame: np.ndarray, prepared: Prepared, output: np.ndarray
-    ) -> tuple[np.ndarray, dict]:
+    def finish(frame: np.ndarray, prepared: Prepared, output: np.ndarray) -> tuple:
         prediction = segmenter.finish(output, prepared.size, keep_largest=keep_largest)
         stats = frame_stats(prediction.mask)
-        return cv2.cvtColor(overlay(frame, prediction.mask), cv2.COLOR_RGB2BGR), stats
+        view = cv2.cvtColor(overlay(frame, prediction.mask), cv2.COLOR_RGB2BGR)
+        return (view, stats, prediction.mask) if with_mask else (view, stats)
 
     return finish
+
+
+class DicomCapture:
+    """A multi-frame (cine) DICOM image read like ``cv2.VideoCapture``: the frames, their rate."""
+
+    def __init__(self, path: Path, max_pixels: int) -> None:
+        from lvunet_runtime.dicom import read_dicom
+
+        image = read_dicom(path, name=str(path), max_pixels=max_pixels)
+        self._frames, self._fps, self._next = image.frames, image.fps, 0
+
+    def isOpened(self) -> bool:  # noqa: N802 - OpenCV's name
+        return True
+
+    def read(self) -> tuple[bool, np.ndarray | None]:
+        if self._frames is None or self._next >= len(self._frames):
+            return False, None
+        self._next += 1
+        return True, np.ascontiguousarray(self._frames[self._next - 1][..., ::-1])  # as BGR
+
+    def get(self, prop: int) -> float:
+        if prop == cv2.CAP_PROP_FPS:
+            return self._fps or 0.0
+        return float(len(self._frames)) if prop == cv2.CAP_PROP_FRAME_COUNT else 0.0
+
+    def release(self) -> None:
+        self._frames = None
+
+
+def open_capture(path: Path, max_pixels: int):
+    """A video file through OpenCV, or a cine DICOM image through :class:`DicomCapture`."""
+    from lvunet_runtime.data import VIDEO_SUFFIXES
+    from lvunet_runtime.dicom import is_dicom
+
+    if path.suffix.lower() not in VIDEO_SUFFIXES and is_dicom(path):
+        return DicomCapture(path, max_pixels)
+    with library_path(path) as name:  # OpenCV crashes on a name that is not UTF-8
+        return cv2.VideoCapture(name)
 
 
 def run_video(
@@ -137,8 +175,7 @@ def run_video(
     into a temporary file beside its target and renamed into place only when complete.
     """
     path = job.source
-    with library_path(path) as name:  # OpenCV crashes on a name that is not UTF-8
-        capture = cv2.VideoCapture(name)
+    capture = open_capture(path, options.max_pixels)
     if not capture.isOpened():
         raise ImageError(f"{path}: not a readable video")
     out_video, out_csv = job.outputs.get("video"), job.outputs.get("csv")
@@ -151,21 +188,32 @@ def run_video(
                 tmp_video = stack.enter_context(guard.writing(out_video, extension))
                 fps = capture.get(cv2.CAP_PROP_FPS) or 25.0
                 encoder = stack.enter_context(_Encoder(tmp_video, fourcc, fps, options.video_codec))
-            rows, frames = _segment_frames(segmenter, capture, encoder, options, path)
+            masks = [] if "seg" in job.outputs else None  # a multi-frame DICOM SEG of the frames
+            rows, frames = _segment_frames(segmenter, capture, encoder, options, path, masks)
     finally:
         capture.release()
     if out_csv is not None:
         guard.write(out_csv, rows.encode())
+    if masks is not None and options.seg_series is not None:
+        from lvunet_runtime.dicom import write_seg
+
+        with guard.writing(job.outputs["seg"], ".dcm") as tmp:
+            write_seg(path, np.stack(masks), tmp, options.seg_series)
     summary.videos += 1
     summary.frames += frames
     summary.video_seconds += time.perf_counter() - start
 
 
 def _segment_frames(
-    segmenter: Segmenter, capture, encoder: _Encoder | None, options: InferOptions, path: Path
+    segmenter: Segmenter,
+    capture,
+    encoder: _Encoder | None,
+    options: InferOptions,
+    path: Path,
+    masks: list | None = None,
 ) -> tuple[str, int]:
-    """Every frame through the pipeline, its overlay to ``encoder``; the per-frame CSV's text and the
-    number of frames."""
+    """Every frame through the pipeline, its overlay to ``encoder`` (and its mask to ``masks``); the
+    per-frame CSV's text and the number of frames."""
     rows = io.StringIO()
     table = csv.writer(rows)
     table.writerow(["frame", "area_px", "area_fraction", "regions", "ms"])
@@ -174,7 +222,7 @@ def _segment_frames(
         segmenter,
         _frames(capture),
         lambda frame: segmenter.prepare(frame, keep_image=False),
-        overlay_frames(segmenter, options.keep_largest),
+        overlay_frames(segmenter, options.keep_largest, with_mask=masks is not None),
         workers=max(2, options.workers),
     )
     total = int(capture.get(cv2.CAP_PROP_FRAME_COUNT) or 0)
@@ -182,7 +230,9 @@ def _segment_frames(
         for outcome in outcomes:
             if outcome.error is not None:
                 raise ImageError(f"{path}: frame {frames}: {outcome.error}")
-            view, stats = outcome.result
+            view, stats = outcome.result[:2]
+            if masks is not None:
+                masks.append(outcome.result[2])
             if encoder is not None:
                 encoder.write(view)
             now = time.perf_counter()
