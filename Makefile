@@ -2,8 +2,9 @@
 #   make demo   install the runtime alone and segment the bundled sample images
 #   make test   install everything the tests need (CPU torch, pinned in constraints.txt) and run them
 #
-# `make test` runs these parts; budget on a 2-core CI machine (keep the sum under 20 min; a fresh clone took 9 min 26 s on 2026-12-01 with chromium and libvulkan1 already installed; their apt install adds about 0.5 min):
-#   test-full     .venv, Python 3.11: training, export, runtime, corpus     ~1.5 min install + ~1.5 min tests
+# `make test` runs these parts; budget on a 2-core CI machine (keep the sum under 20 min; a fresh clone took 10 min 34 s on 2026-12-02 before test-dicom, with other work running on the machine and chromium and libvulkan1 already installed; their apt install adds about 0.5 min):
+#   test-full     .venv, Python 3.11: training, export, runtime, corpus     ~1.5 min install + ~3 min tests
+#                 (of which the corpus: the server's attacks ~25 s, names and places ~12 s, reruns ~10 s)
 #   test-runtime  .venv-runtime, the runtime alone (no torch, no onnx)      ~0.5 min install + ~0.2 min tests
 #   test-oldest   Python 3.10: runtime tests + demo, newest pins for 3.10    ~0.5 min install + ~0.3 min
 #   test-newest   Python 3.13: runtime tests + demo                          ~0.5 min install + ~0.3 min
@@ -13,6 +14,8 @@
 #   test-browser  lvunet-serve's page in Debian's chromium via Selenium (.venv) ~0.5 min apt + ~0.3 min
 #   test-webgpu   the [webgpu] extra in .venv-runtime, on SwiftShader (chromium's software Vulkan driver)
 #                 with apt's libvulkan1: ~0.2 min install + ~2 min tests (2.8 s per image on 2 cores)
+#   test-dicom    the [dicom,serve] extras + imagecodecs in .venv-dicom, dicom3tools' dciodvfy (apt)
+#                 ~0.5 min install + ~0.1 min apt + ~0.1 min tests
 # An interpreter that is missing is skipped with a message, except under CI=true, where it fails.
 PYTHON ?= python3
 VENV ?= .venv
@@ -29,14 +32,14 @@ TORCH_INDEX ?= https://download.pytorch.org/whl/cpu
 TORCH_INDEX_OPTION = $(shell $(PYTHON) -c "import urllib.request as u; u.urlopen('$(TORCH_INDEX)/torch/', timeout=5)" >/dev/null 2>&1 && echo --extra-index-url $(TORCH_INDEX))
 DEMO_ARGS = --overlay --json --no-progress
 
-.PHONY: chromium-installed vulkan-installed test-webgpu test test-full test-runtime test-oldest test-newest test-lowest test-ray test-openvino test-browser demo lint clean
+.PHONY: chromium-installed vulkan-installed dicom3tools-installed test-webgpu test-dicom test test-full test-runtime test-oldest test-newest test-lowest test-ray test-openvino test-browser demo lint clean
 
 $(VENV)/.installed: pyproject.toml export/pyproject.toml runtime/pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(VENV)/bin/python -m pip install -q $(TORCH_INDEX_OPTION) -c constraints.txt -e . -e ./runtime -e './runtime[serve]' -e ./export pytest selenium
 	touch $@
 
-test: test-full test-runtime test-oldest test-newest test-lowest test-ray test-openvino test-browser test-webgpu
+test: test-full test-runtime test-oldest test-newest test-lowest test-ray test-openvino test-browser test-webgpu test-dicom
 
 test-full: $(VENV)/.installed
 	$(VENV)/bin/python -m pytest
@@ -145,4 +148,21 @@ lint: $(VENV)/.installed
 	$(VENV)/bin/python -m pip install -q ruff && $(VENV)/bin/ruff check . && $(VENV)/bin/ruff format --check .
 
 clean:
-	rm -rf $(VENV) $(DEMO_VENV) $(RUNTIME_VENV) .venv-oldest .venv-newest .venv-lowest .venv-ray .venv-openvino lvunet-output
+	rm -rf $(VENV) $(DEMO_VENV) $(RUNTIME_VENV) .venv-oldest .venv-newest .venv-lowest .venv-ray .venv-openvino .venv-dicom lvunet-output
+
+# DICOM: the runtime with its [dicom] extra in a venv of its own (the runtime-only envs stay without it),
+# imagecodecs to make JPEG Lossless test files, and Debian's dicom3tools for dciodvfy on every SEG written.
+dicom3tools-installed:
+	@if ! command -v dciodvfy >/dev/null; then \
+		echo "installing Debian's dicom3tools (apt)"; \
+		$(APT_GET) install --no-install-recommends dicom3tools >/dev/null || \
+		{ $(APT_GET) update >/dev/null && $(APT_GET) install --no-install-recommends dicom3tools >/dev/null; }; \
+	fi
+
+.venv-dicom/.installed: runtime/pyproject.toml constraints.txt $(RUNTIME_FILES)
+	$(PYTHON) -m venv .venv-dicom
+	.venv-dicom/bin/python -m pip install -q -c constraints.txt './runtime[dicom,serve]' imagecodecs pytest
+	touch $@
+
+test-dicom: .venv-dicom/.installed dicom3tools-installed
+	.venv-dicom/bin/python -m pytest -m dicom tests/dicom -p no:cacheprovider

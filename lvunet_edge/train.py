@@ -17,7 +17,7 @@ from typing import Any
 
 import torch
 import torch.distributed as dist
-from lvunet_runtime.contract import ModelContract
+from lvunet_runtime.contract import ModelContract, dataset_colour, image_colour
 from lvunet_runtime.data import (
     check_mask_rules,
     describe_mask_rules,
@@ -266,7 +266,10 @@ def load_data(run: Run, state: dict[str, Any] | None) -> None:
         state is None
     ):  # the contract names the images the model has seen (lvunet-eval warns about them)
         seen = {dataset.hashes[i] for k in ("train", "val") for i in split[k]}
-        run.contract = replace(run.contract, training_image_sha256=tuple(sorted(seen)))
+        colour = dataset_colour([image_colour(image) for image in run.sets["train"].images])
+        run.contract = replace(
+            run.contract, training_image_sha256=tuple(sorted(seen)), input_colour=colour
+        )  # and whether they are colour or grey (the runtime warns about inputs that are not)
     train_set = run.sets["train"]
     run.images = torch.from_numpy(train_set.images).to(run.device)  # (N, S, S, 3) uint8, resident
     run.masks = torch.from_numpy(train_set.masks).to(run.device)  # (N, S, S) uint8

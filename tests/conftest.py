@@ -12,7 +12,7 @@ from tests.helpers import DATA
 
 # Markers of the extra environments: their test folders (tests/<marker>/) import what only those venvs
 # have, so they are collected only when a -m expression asks for the marker (not under "not ray").
-EXTRA_ENVIRONMENTS = ("ray", "openvino", "browser", "webgpu")
+EXTRA_ENVIRONMENTS = ("ray", "openvino", "browser", "webgpu", "dicom")
 
 
 def _selected_markers(config) -> set[str]:

@@ -189,7 +189,7 @@ def test_a_home_that_cannot_be_written_puts_no_third_party_line_on_the_console(t
     }
     env["HOME"] = str(home)
     if program == "infer":
-        args = [BUSI_IMAGE, "--out", tmp_path / "o", "--no-progress"]
+        args = [KVASIR_IMAGE, "--out", tmp_path / "o", "--no-progress"]
     else:
         copy_pairs("kvasir-seg__cju2h", tmp_path / "d")
         args = ["--data", tmp_path / "d", "--model", "polyp", "--no-progress"]

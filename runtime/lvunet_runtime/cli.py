@@ -265,7 +265,8 @@ def _report_run(summary, out: Path) -> None:
     if summary.failed and attempted == 1 and not summary.stopped:
         raise LVUNetRuntimeError(summary.failed[0]["error"])
     for note in summary.notes:
-        typer.echo(f"lvunet-infer: note: {note}", err=True)
+        kind = "" if note.startswith("warning: ") else "note: "
+        typer.echo(f"lvunet-infer: {kind}{note}", err=True)
     for failure in summary.failed:
         typer.echo(f"lvunet-infer: skipped: {failure['error']}", err=True)
     typer.echo(f"{summary.line()} -> {out} [{_provider_line(summary)}]")

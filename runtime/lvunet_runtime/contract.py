@@ -22,8 +22,8 @@ from typing import Any
 from lvunet_runtime.errors import LVUNetRuntimeError, ModelError
 
 PREFIX = "lvunet."
-CONTRACT_VERSION = "4"
-READABLE_VERSIONS = ("1", "2", "3", "4")
+CONTRACT_VERSION = "5"
+READABLE_VERSIONS = ("1", "2", "3", "4", "5")
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 SIZE_MULTIPLE = 128  # LV-UNet halves the input seven times
@@ -38,7 +38,13 @@ OPTIONAL = {
     "test_metrics": {},
     "training_image_sha256": (),
     "training_recipe": {},
+    "input_colour": "",  # version 5
 }
+INPUT_COLOURS = ("", "colour", "grey")  # "": not recorded (contracts before version 5): no guard
+GREY_TOLERANCE = 8  # levels between channels a grey image may show (JPEG chroma noise, compression)
+GREY_SHARE = (
+    0.99  # share of pixels within it that makes an image grey (coloured text and marks aside)
+)
 HASH_LENGTH = 16  # hex digits kept of each image file's sha256 (64 bits: no accidental collision)
 
 # The one input layout: float32 NCHW, normalised by the runtime. (A uint8 NHWC variant that normalised
@@ -79,6 +85,7 @@ class ModelContract:
     training_size: tuple[int, int] | None = None
     training_image_sha256: tuple[str, ...] = ()
     training_recipe: dict[str, Any] = field(default_factory=dict)
+    input_colour: str = ""  # what the model was trained on: colour or grey images (input_warning)
     split: str = ""
     test_metrics: dict[str, Any] = field(default_factory=dict)
     validation_metrics: dict[str, Any] = field(default_factory=dict)
@@ -234,6 +241,8 @@ def _first_problem(c: ModelContract) -> str | None:
         return f"output_meaning must be one of {OUTPUT_MEANINGS}, not {c.output_meaning!r}"
     if threshold_problem(c.threshold):
         return threshold_problem(c.threshold)
+    if c.input_colour not in INPUT_COLOURS:
+        return f"input_colour must be one of {INPUT_COLOURS}, not {c.input_colour!r}"
     if c.precision not in PRECISIONS:
         return f"precision must be one of {PRECISIONS}, not {c.precision!r}"
     for name in ("label", "training_dataset", "split", "source_sha256", "contract_version"):
@@ -260,3 +269,44 @@ def _first_problem(c: ModelContract) -> str | None:
     ):
         return "training_recipe must map names to plain values (strings, numbers, true/false, null)"
     return None
+
+
+def image_colour(rgb: Any) -> str:
+    """``grey`` when the channels of an RGB uint8 image agree within :data:`GREY_TOLERANCE` levels on
+    :data:`GREY_SHARE` of its pixels (an ultrasound frame with coloured annotations is still grey), else
+    ``colour``. Training records this for its images; the runtime compares each input with it."""
+    import numpy as np
+
+    array = np.asarray(rgb)
+    if array.ndim != 3 or array.shape[2] < 3 or array.size == 0:
+        return "grey"
+    step = max(
+        1, int((array.shape[0] * array.shape[1] / 65536) ** 0.5)
+    )  # a 256x256 sample suffices
+    sample = array[::step, ::step, :3].astype(np.int16)
+    spread = sample.max(axis=2) - sample.min(axis=2)
+    return "grey" if (spread <= GREY_TOLERANCE).mean() >= GREY_SHARE else "colour"
+
+
+def dataset_colour(colours: list[str]) -> str:
+    """A training set's ``input_colour``: ``grey`` or ``colour`` when at least 90% of its images are,
+    ``""`` (no guard) for a mixed set."""
+    for kind in ("grey", "colour"):
+        if colours and colours.count(kind) >= 0.9 * len(colours):
+            return kind
+    return ""
+
+
+def input_warning(contract: ModelContract, rgb: Any) -> str | None:
+    """Why an image clearly does not fit the model (a greyscale image sent to a model trained on colour
+    images, or the reverse), or None; the rule the CLI, the API and the page apply."""
+    if not contract.input_colour:
+        return None
+    seen = image_colour(rgb)
+    if seen == contract.input_colour:
+        return None
+    trained = contract.training_dataset or contract.label
+    return (
+        f"a {seen} image sent to a model trained on {contract.input_colour} images ({trained}); "
+        "its masks may mean nothing: check --model"
+    )

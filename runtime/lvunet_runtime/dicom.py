@@ -170,8 +170,8 @@ def read_dicom(source: Path | bytes, *, name: str, max_pixels: int) -> DicomFram
         array = ds.pixel_array  # pydicom 3 gives YBR as RGB
     except Exception as exc:  # noqa: BLE001 - decoders raise their own types
         raise ImageError(
-            f"{name}: DICOM pixel data ({TRANSFER_SYNTAXES[syntax]}) cannot be decoded "
-            f"({first_line(exc, 160)})"
+            f"{name}: corrupt or truncated DICOM pixel data ({TRANSFER_SYNTAXES[syntax]}: "
+            f"{first_line(exc, 160)})"
         ) from None
     frames = int(ds.get("NumberOfFrames", 1) or 1)
     return DicomFrames(_rgb_frames(array, ds, frames, interpretation), _fps(ds))
@@ -246,7 +246,7 @@ class SegSeries:
     """The DICOM series one run's Segmentations belong to (a new one per run), and what made them."""
 
     uid: str
-    model: str  # the model's identity (``polyp sha256:29faa7c5b759``)
+    model: str  # the model's identity (``polyp sha256:c66e266a81f3``)
     label: str  # what the model segments (the contract's label)
     number: int = 900
 

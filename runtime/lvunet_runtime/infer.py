@@ -13,6 +13,7 @@ code is 2.
 from __future__ import annotations
 
 import os
+import threading
 import time
 from pathlib import Path
 
@@ -59,12 +60,33 @@ def default_model_threads() -> int:
     return max(1, (os.cpu_count() or 2) - default_workers())
 
 
+class UnfitInputs:
+    """Counts the inputs that clearly do not fit the model (Segmenter.input_warning) and says so once,
+    as a note of the run: ``3 of the inputs: a grey image sent to a model trained on colour images``."""
+
+    def __init__(self, segmenter: Segmenter, summary: RunSummary) -> None:
+        self.segmenter, self.summary, self.count, self.first = segmenter, summary, 0, None
+        self._lock = threading.Lock()  # images are decoded by several threads
+
+    def check(self, rgb: np.ndarray) -> None:
+        warning = self.segmenter.input_warning(rgb)
+        if warning:
+            with self._lock:
+                self.count += 1
+                self.first = self.first or warning
+
+    def say(self) -> None:
+        if self.count:
+            self.summary.notes.append(f"warning: {self.count} input(s): {self.first}")
+
+
 def run_images(
     segmenter: Segmenter,
     jobs: list[Job],
     options: InferOptions,
     guard: OutputGuard,
     summary: RunSummary,
+    unfit: UnfitInputs | None = None,
 ) -> None:
     """Segment ``jobs`` through the pipeline; failures are recorded per image, stopping faults stop."""
     if not jobs:
@@ -72,6 +94,8 @@ def run_images(
 
     def load(job: Job) -> Prepared:
         rgb, _ = load_image(job.source, max_pixels=options.max_pixels)
+        if unfit is not None:
+            unfit.check(rgb)
         return segmenter.prepare(rgb, keep_image="overlay" in job.outputs)
 
     written: dict[Path, dict] = {}  # per input, as soon as its files are written (a writer thread)
@@ -140,19 +164,27 @@ def run_jobs(
     """Images (here or on Ray), then videos; a fault that would repeat for every file stops both."""
     videos = [j for j in jobs if j.video]
     images = [j for j in jobs if j not in videos]
+    unfit = UnfitInputs(segmenter, summary)
+    try:
+        _run_images_then_videos(segmenter, images, videos, options, guard, summary, unfit)
+    finally:
+        unfit.say()
+
+
+def _run_images_then_videos(segmenter, images, videos, options, guard, summary, unfit) -> None:
     if options.ray:  # images on the cluster; videos (sequential by nature) here
         from lvunet_runtime.distributed import run_images_ray
 
         run_images_ray(segmenter.spec, images, options, summary)
         guard.adopt(p for job in images for p in job.outputs.values() if p.exists())
     else:
-        run_images(segmenter, images, options, guard, summary)
+        run_images(segmenter, images, options, guard, summary, unfit)
     for job in videos:
         if summary.stopped:
             summary.not_done += 1
             continue
         try:
-            run_video(segmenter, job, options, guard, summary)
+            run_video(segmenter, job, options, guard, summary, unfit)
         except OSError as exc:
             if stops_the_run(exc):
                 summary.stopped = describe_os_error(exc)

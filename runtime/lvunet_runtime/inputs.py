@@ -96,7 +96,7 @@ def _media(paths, cache) -> list[Path]:
 
 def _nothing_new(raw: str, folder: Path, recursive: bool) -> str:
     """Why a folder gave no input, naming the files it skipped (the user sees what was there)."""
-    files = [p for p in (_walk(folder) if recursive else folder.iterdir()) if p.is_file()]
+    files = sorted(p for p in (_walk(folder) if recursive else folder.iterdir()) if p.is_file())
     visible = [p for p in files if not p.name.startswith(".")]
     others = [p.name for p in visible if not _is_media(p)]
     if others:

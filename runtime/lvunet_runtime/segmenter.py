@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 
-from lvunet_runtime.contract import ModelContract, check_threshold
+from lvunet_runtime.contract import ModelContract, check_threshold, input_warning
 from lvunet_runtime.errors import LVUNetRuntimeError, ModelError, ProviderError, first_line
 from lvunet_runtime.model_files import MODELS_DIR, resolve_model
 from lvunet_runtime.processing import (
@@ -264,9 +264,14 @@ class Segmenter:
     def identity(self) -> str:
         """How the model is named wherever it is reported (summaries, per-image JSON, the server's
         answers): its bundled name or file name and the first 12 hex digits of its sha256, never a path
-        on this machine's disk (``polyp sha256:29faa7c5b759``)."""
+        on this machine's disk (``polyp sha256:c66e266a81f3``)."""
         name = self.path.stem if self.path.parent == MODELS_DIR else self.path.name
         return f"{name} sha256:{self.sha256[:12]}"
+
+    def input_warning(self, image: np.ndarray) -> str | None:
+        """Why ``image`` (RGB uint8) clearly does not fit this model, or None: a greyscale image for a
+        model trained on colour images or the reverse (:func:`lvunet_runtime.contract.input_warning`)."""
+        return input_warning(self.contract, image)
 
     @property
     def active_providers(self) -> list[str]:

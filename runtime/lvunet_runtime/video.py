@@ -166,7 +166,12 @@ def open_capture(path: Path, max_pixels: int):
 
 
 def run_video(
-    segmenter: Segmenter, job: Job, options: InferOptions, guard: OutputGuard, summary: RunSummary
+    segmenter: Segmenter,
+    job: Job,
+    options: InferOptions,
+    guard: OutputGuard,
+    summary: RunSummary,
+    unfit=None,
 ) -> None:
     """Overlay video ``<stem>_overlay.mp4`` (or ``.webm``) and per-frame CSV ``<stem>_frames.csv``.
 
@@ -189,7 +194,7 @@ def run_video(
                 fps = capture.get(cv2.CAP_PROP_FPS) or 25.0
                 encoder = stack.enter_context(_Encoder(tmp_video, fourcc, fps, options.video_codec))
             masks = [] if "seg" in job.outputs else None  # a multi-frame DICOM SEG of the frames
-            rows, frames = _segment_frames(segmenter, capture, encoder, options, path, masks)
+            rows, frames = _segment_frames(segmenter, capture, encoder, options, path, masks, unfit)
     finally:
         capture.release()
     if out_csv is not None:
@@ -211,6 +216,7 @@ def _segment_frames(
     options: InferOptions,
     path: Path,
     masks: list | None = None,
+    unfit=None,
 ) -> tuple[str, int]:
     """Every frame through the pipeline, its overlay to ``encoder`` (and its mask to ``masks``); the
     per-frame CSV's text and the number of frames."""
@@ -218,10 +224,17 @@ def _segment_frames(
     table = csv.writer(rows)
     table.writerow(["frame", "area_px", "area_fraction", "regions", "ms"])
     frames, last = 0, time.perf_counter()
+
+    def prepare(frame: np.ndarray) -> Prepared:
+        if unfit is not None and first.acquire(blocking=False):  # a video fits or not as a whole
+            unfit.check(frame)  # (the lock is never released: one frame only, whatever the thread)
+        return segmenter.prepare(frame, keep_image=False)
+
+    first = threading.Lock()
     outcomes = run_pipeline(
         segmenter,
         _frames(capture),
-        lambda frame: segmenter.prepare(frame, keep_image=False),
+        prepare,
         overlay_frames(segmenter, options.keep_largest, with_mask=masks is not None),
         workers=max(2, options.workers),
     )

@@ -66,6 +66,8 @@ def compressed(ds, syntax: str):
     encoded by Pillow (JPEG Baseline) or imagecodecs (JPEG Lossless SV1) and encapsulated."""
     from pydicom.encaps import encapsulate
 
+    if syntax == "1.2.840.10008.1.2.1":  # Explicit VR Little Endian: as made
+        return ds
     if syntax in ("1.2.840.10008.1.2.5", "1.2.840.10008.1.2.4.80", "1.2.840.10008.1.2.4.90"):
         ds.compress(syntax, generate_instance_uid=False)
         return ds

@@ -166,7 +166,7 @@ def test_never_overwrites_an_input(tmp_path):
 def test_video(tmp_path):
     video = tmp_path / "clip.mp4"
     writer = cv2.VideoWriter(str(video), cv2.VideoWriter_fourcc(*"mp4v"), 10, (160, 128))
-    frame = cv2.resize(cv2.imread(str(BUSI_IMAGE)), (160, 128))
+    frame = cv2.resize(cv2.imread(str(KVASIR_IMAGE)), (160, 128))  # a colour video, as the model's
     for _ in range(5):
         writer.write(frame)
     writer.release()

@@ -16,7 +16,7 @@ def _metadata(**changes) -> dict[str, str]:
     ).to_metadata()
     for key, value in changes.items():
         if value is None:
-            metadata.pop(f"lvunet.{key}")
+            metadata.pop(f"lvunet.{key}", None)  # (empty optional fields are left out already)
         else:
             metadata[f"lvunet.{key}"] = json.dumps(value)
     return metadata
@@ -44,19 +44,23 @@ def test_empty_optional_fields_are_left_out():
     assert ModelContract.from_metadata(metadata) == ModelContract()
 
 
-@pytest.mark.parametrize("version", ["1", "2", "3"])
+@pytest.mark.parametrize("version", ["1", "2", "3", "4"])
 def test_earlier_versions_still_load(version):
-    """Files written under earlier versions (users have exported such files) keep loading."""
-    dropped = {"training_image_sha256": None, "training_recipe": None}
+    """Files written under earlier versions (users have exported such files) keep loading; what a
+    version lacks takes its default (``input_colour`` "" before 5: no input guard)."""
+    dropped = {"training_image_sha256": None, "training_recipe": None, "input_colour": None}
     if version == "3":
-        dropped = {"training_recipe": None}
+        dropped = {"training_recipe": None, "input_colour": None}
+    if version == "4":
+        dropped = {"input_colour": None}
     if version == "1":
         dropped.update(training_size=None, test_metrics=None)
     contract = ModelContract.from_metadata(_metadata(contract_version=version, **dropped))
-    assert contract.contract_version == version and contract.training_recipe == {}
-    assert (contract.training_image_sha256 == ()) == (version != "3")
+    assert contract.contract_version == version and contract.input_colour == ""
+    assert (contract.training_recipe == {}) == (version != "4")
+    assert (contract.training_image_sha256 == ()) == (version not in ("3", "4"))
     assert (contract.training_size is None) == (version == "1")
-    assert CONTRACT_VERSION == "4"
+    assert CONTRACT_VERSION == "5"
 
 
 @pytest.mark.parametrize(
@@ -117,3 +121,30 @@ def test_construction_validates_too():
         ModelContract(std=(0.2, 0.0, 0.2))
     with pytest.raises(ModelError, match="unknown model contract field"):
         ModelContract.from_dict({**ModelContract().to_dict(), "colour": "red"})
+
+
+def test_the_input_guard_warns_on_a_grey_image_for_a_colour_model_and_the_reverse():
+    import numpy as np
+    from lvunet_runtime.contract import dataset_colour, image_colour, input_warning
+
+    rng = np.random.default_rng(0)
+    grey = np.repeat(rng.integers(0, 256, (64, 80, 1), dtype=np.uint8), 3, axis=2)
+    noisy_grey = np.clip(grey.astype(int) + rng.integers(-4, 5, grey.shape), 0, 255).astype(np.uint8)
+    annotated = grey.copy()
+    annotated[:2, :10] = (255, 255, 0)  # a yellow marker on an ultrasound frame: 0.4% of it
+    colour = rng.integers(0, 256, (64, 80, 3), dtype=np.uint8)
+    assert [image_colour(x) for x in (grey, noisy_grey, annotated, colour)] == ["grey"] * 3 + ["colour"]
+    colour_model = ModelContract(input_colour="colour", training_dataset="Kvasir-SEG")
+    grey_model = ModelContract(input_colour="grey", training_dataset="BUSI")
+    assert "a grey image sent to a model trained on colour images (Kvasir-SEG)" in input_warning(
+        colour_model, grey
+    )
+    assert "a colour image sent to a model trained on grey images (BUSI)" in input_warning(
+        grey_model, colour
+    )
+    assert input_warning(colour_model, colour) is None and input_warning(grey_model, annotated) is None
+    assert input_warning(ModelContract(), grey) is None  # not recorded (before version 5): no guard
+    assert dataset_colour(["grey"] * 95 + ["colour"] * 5) == "grey"
+    assert dataset_colour(["grey"] * 50 + ["colour"] * 50) == ""
+    with pytest.raises(ModelError, match="input_colour must be one of"):
+        ModelContract(input_colour="sepia")

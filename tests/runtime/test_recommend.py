@@ -7,7 +7,7 @@ import pytest
 from lvunet_runtime import recommend
 from lvunet_runtime.model_files import resolve_model
 
-from tests.helpers import BUSI_IMAGE, cli
+from tests.helpers import KVASIR_IMAGE, cli
 
 
 @pytest.fixture
@@ -45,7 +45,7 @@ def test_the_fastest_provider_that_agrees_is_recorded_and_followed(cache, tmp_pa
 
 def test_cli_auto_without_a_record_says_so_and_with_one_follows_it(cache, tmp_path):
     out = tmp_path / "out"
-    first = cli("infer", BUSI_IMAGE, "--provider", "auto", "--out", out)
+    first = cli("infer", KVASIR_IMAGE, "--provider", "auto", "--out", out)
     assert first.exit_code == 0, first.stderr
     assert (
         "no recommendation recorded" in first.stderr and len(first.stderr.strip().splitlines()) == 1
@@ -53,7 +53,7 @@ def test_cli_auto_without_a_record_says_so_and_with_one_follows_it(cache, tmp_pa
     polyp = resolve_model("polyp")
     recommend.save({"key": recommend.record_key(polyp), "provider": "cpu", "device": None,
                     "median_ms": 3.0, "date": "2026-12-01T00:00:00+00:00"})  # fmt: skip
-    second = cli("infer", BUSI_IMAGE, "--provider", "auto", "--out", tmp_path / "out2")
+    second = cli("infer", KVASIR_IMAGE, "--provider", "auto", "--out", tmp_path / "out2")
     assert second.exit_code == 0 and "--provider auto: cpu (measured fastest" in second.stderr
 
 

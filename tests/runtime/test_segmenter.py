@@ -99,10 +99,12 @@ def test_bundled_masks_unchanged(name):
 
 def test_bundled_models_carry_the_current_contract():
     recipes = {"polyp": (100, "strong"), "breast-ultrasound": (80, "basic")}  # the model card's
+    colours = {"polyp": "colour", "breast-ultrasound": "grey"}  # benchmarks/results/input-colour.json
     assert bundled_models() == sorted(recipes)
     for name in bundled_models():
         contract = Segmenter(name).contract
-        assert contract.contract_version == "4" and contract.training_size == (256, 256)
+        assert contract.contract_version == "5" and contract.training_size == (256, 256)
+        assert contract.input_colour == colours[name]
         recipe = contract.training_recipe
         assert (recipe["epochs"], recipe["augment"]) == recipes[name] and recipe[
             "pretrained"

@@ -82,6 +82,7 @@ class Result:
     model: str
     upload: bytes  # the file as uploaded, decoded again only for an overlay
     segmenter: Segmenter  # the weights that made it, even after its file is replaced
+    warning: str | None = None  # the input does not fit the model (contract.input_warning)
 
     @property
     def nbytes(self) -> int:
@@ -244,13 +245,15 @@ class Service:
     def segment(self, data: bytes, model: str) -> tuple[Result, Segmenter, float]:
         segmenter, lock = self.models.get(model)
         rgb = self.decode(data)
+        warning = segmenter.input_warning(rgb)
         prepared = segmenter.prepare(rgb)
         with lock:  # one run at a time per model: concurrent tabs queue here, not oversubscribing
             start = time.perf_counter()
             output = segmenter.run_prepared([prepared])[0]
             elapsed = (time.perf_counter() - start) * 1000
             self.models.runs += 1
-        return Result(output, prepared.size, "", model, data, segmenter), segmenter, elapsed
+        result = Result(output, prepared.size, "", model, data, segmenter, warning)
+        return result, segmenter, elapsed
 
     def render(self, result: Result, output: str, threshold: float | None) -> tuple[bytes, dict]:
         """One output of a result at ``threshold``: the bytes ``lvunet-infer`` would write."""
@@ -551,7 +554,8 @@ def add_segment_api(app: FastAPI, service: Service, settings: Settings) -> None:
         """Send the image as the body; get back the mask PNG, the probability map, an overlay, the
         decoded image, or the JSON `lvunet-infer --json` writes. The optional `X-Image-Name` header
         (URL-encoded) names the image in the JSON. Response headers: `X-Result-Id` (when stored), `X-Inference-Ms`, `X-Model`,
-        `X-Provider`, `X-Image-Size` (WxH)."""
+        `X-Provider`, `X-Image-Size` (WxH), and `X-Input-Warning` when the image clearly does not fit the
+        model (a greyscale image sent to a colour model, or the reverse)."""
         threshold, output = _check_threshold(threshold), _output(output)
         body = await _body(request, settings.max_upload_bytes)
         data, form_name = _upload(
@@ -570,6 +574,8 @@ def add_segment_api(app: FastAPI, service: Service, settings: Settings) -> None:
             "X-Provider": segmenter.active_providers[0],
             "X-Image-Size": f"{result.size[1]}x{result.size[0]}",
         }
+        if result.warning:
+            headers["X-Input-Warning"] = result.warning
         if store:
             headers["X-Result-Id"] = service.store.add(result)
         body, _ = await run_in_threadpool(service.render, result, output, threshold)

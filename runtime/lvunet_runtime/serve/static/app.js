@@ -4,7 +4,8 @@
 "use strict";
 
 const $ = (id) => document.getElementById(id);
-const IMAGE_EXT = /\.(png|jpe?g|bmp|tiff?|webp|gif)$/i;
+// images by extension, DICOM by .dcm or by a name without one (PACS exports: IM0001)
+const IMAGE_EXT = /\.(png|jpe?g|bmp|tiff?|webp|gif|dcm|dicom)$|^[^.]+$/i;
 const TINT = [0, 255, 0];
 const ALPHA = 0.35;
 const cards = [];
@@ -137,8 +138,10 @@ async function segment(file, name) {
     card.element.querySelector(".latency").textContent =
       `${response.headers.get("X-Inference-Ms")} ms (${response.headers.get("X-Provider")})`;
     await refreshStats(card);
+    const warning = response.headers.get("X-Input-Warning");
     card.element.querySelector(".status").textContent =
-      `${card.image.width}x${card.image.height}`;
+      `${card.image.width}x${card.image.height}` + (warning ? ` · warning: ${warning}` : "");
+    if (warning) card.element.dataset.warning = "yes";
     card.element.dataset.id = card.id;
     card.element.dataset.state = "done";
     for (const button of card.element.querySelectorAll(".download")) button.disabled = false;

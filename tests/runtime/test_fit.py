@@ -1,0 +1,63 @@
+"""Inputs a new user meets: a DICOM file without the DICOM extra, a folder of files that are not images,
+and the wrong-model guard (a greyscale image sent to a colour model, or the reverse), in the runtime alone."""
+
+from __future__ import annotations
+
+import sys
+
+import pytest
+
+from tests.helpers import BUSI_IMAGE, KVASIR_IMAGE, assert_one_line_error, cli
+
+
+def test_a_dicom_file_without_the_extra_is_one_line_with_the_install(tmp_path, monkeypatch):
+    monkeypatch.setitem(sys.modules, "pydicom", None)  # as on an install without [dicom]
+    scan = tmp_path / "IM0001"
+    scan.write_bytes(b"\0" * 128 + b"DICM" + b"\2\0\0\0UL\4\0" + b"\0" * 64)
+    result = cli("infer", scan, "--out", tmp_path / "o")
+    assert_one_line_error(
+        result.exit_code,
+        result.stderr,
+        "a DICOM file; reading DICOM needs the extra",
+        "lvunet-infer",
+    )
+    assert "pip install 'lvunet-runtime[dicom]'" in result.stderr
+    folder = cli("infer", tmp_path, "--out", tmp_path / "o2")  # found in a folder by its content
+    assert folder.exit_code == 1 and "needs the extra" in folder.stderr
+    seg = cli("infer", KVASIR_IMAGE, "--out", tmp_path / "o3", "--dicom-seg")
+    assert_one_line_error(seg.exit_code, seg.stderr, "--dicom-seg writes", "lvunet-infer")
+
+
+def test_a_folder_of_other_files_names_what_it_skipped(tmp_path):
+    for name in ("notes.txt", "IM0001", "report.pdf"):
+        (tmp_path / name).write_bytes(b"not an image" * 20)
+    result = cli("infer", tmp_path, "--out", tmp_path / "o")
+    assert_one_line_error(
+        result.exit_code, result.stderr, "3 other file(s) skipped, not images, videos or DICOM: IM0001, notes.txt, report.pdf",
+        "lvunet-infer",
+    )  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    "image, model, words",
+    [
+        (BUSI_IMAGE, "polyp", "a grey image sent to a model trained on colour images"),
+        (
+            KVASIR_IMAGE,
+            "breast-ultrasound",
+            "a colour image sent to a model trained on grey images",
+        ),
+        (KVASIR_IMAGE, "polyp", None),
+        (BUSI_IMAGE, "breast-ultrasound", None),
+    ],
+)
+def test_an_input_that_does_not_fit_the_model_is_said_once(tmp_path, image, model, words):
+    result = cli(
+        "infer", image, image, "--model", model, "--out", tmp_path / "o"
+    )  # twice: one line
+    assert result.exit_code == 0, result.stderr
+    lines = [line for line in result.stderr.splitlines() if "warning" in line]
+    if words is None:
+        assert lines == []
+    else:
+        assert len(lines) == 1 and words in lines[0] and "check --model" in lines[0], lines
