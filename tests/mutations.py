@@ -390,6 +390,20 @@ MUTATIONS = [
         "    duplicated = []",
         ("tests/runtime/test_data.py",),
     ),
+    Mutation(
+        "input guard: a grey image sent to a colour model never warned",
+        f"{RUNTIME}/contract.py",
+        "    if seen == contract.input_colour:\n        return None",
+        "    if True:\n        return None",
+        ("tests/runtime/test_fit.py", "tests/runtime/test_contract.py"),
+    ),
+    Mutation(
+        "inputs: DICOM files without an extension not recognised",
+        f"{RUNTIME}/data.py",
+        "    return suffix not in VIDEO_SUFFIXES and path.is_file() and is_dicom(path)",
+        "    return False",
+        ("tests/runtime/test_fit.py",),
+    ),
 ]
 
 

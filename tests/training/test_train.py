@@ -254,3 +254,5 @@ def test_data_warnings_are_said_before_training_and_kept_in_its_metrics(tmp_path
     log = (out / "train.log").read_text()
     assert log.index("byte-identical") < log.index("epoch")  # before the first step
     assert json.loads((out / "metrics.json").read_text())["data_warnings"] == [warning]
+    _, info = load_checkpoint(out / "best.pt")  # colonoscopy frames: the model expects colour images
+    assert info["contract"]["input_colour"] == "colour"
