@@ -36,7 +36,7 @@ DEMO_ARGS = --overlay --json --no-progress
 
 $(VENV)/.installed: pyproject.toml export/pyproject.toml runtime/pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
-	$(VENV)/bin/python -m pip install -q $(TORCH_INDEX_OPTION) -c constraints.txt -e . -e ./runtime -e './runtime[serve]' -e ./export pytest selenium
+	$(VENV)/bin/python -m pip install -q $(TORCH_INDEX_OPTION) -c constraints.txt -e . -e ./runtime -e './runtime[serve,dicom]' -e ./export pytest selenium
 	touch $@
 
 test: test-full test-runtime test-oldest test-newest test-lowest test-ray test-openvino test-browser test-webgpu test-dicom

@@ -81,7 +81,8 @@ def browser(downloads, tmp_path_factory):
     ):
         options.add_argument(argument)
     options.add_experimental_option(
-        "prefs", {"download.default_directory": str(downloads), "download.prompt_for_download": False}
+        "prefs",
+        {"download.default_directory": str(downloads), "download.prompt_for_download": False},
     )
     driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
     driver.set_page_load_timeout(30)
@@ -93,7 +94,9 @@ def browser(downloads, tmp_path_factory):
 def infer_masks(tmp_path_factory):
     """lvunet-infer's outputs for the polyp samples at 0.60 and the BUSI sample at its model's default."""
     polyp = tmp_path_factory.mktemp("infer-polyp")
-    result = cli("infer", *POLYPS, "--out", polyp, "--threshold", "0.6", "--overlay", "--json", "--prob")
+    result = cli(
+        "infer", *POLYPS, "--out", polyp, "--threshold", "0.6", "--overlay", "--json", "--prob"
+    )
     assert result.exit_code == 0, result.stderr
     busi = tmp_path_factory.mktemp("infer-busi")
     result = cli("infer", BUSI_IMAGE, "--out", busi, "--model", "breast-ultrasound")
@@ -133,13 +136,17 @@ def test_upload_threshold_download_in_a_real_browser(server, browser, downloads,
     browser.get(server)
     assert "not a medical device" in browser.find_element(By.ID, "not-a-device").text
     wait(browser, lambda d: d.find_element(By.ID, "provider").text == "CPUExecutionProvider")
-    options = [o.get_attribute("value") for o in Select(browser.find_element(By.ID, "model")).options]
+    options = [
+        o.get_attribute("value") for o in Select(browser.find_element(By.ID, "model")).options
+    ]
     assert {"polyp", "breast-ultrasound"} <= set(options)
 
     browser.find_element(By.ID, "files").send_keys("\n".join(str(p) for p in POLYPS))
     wait(browser, lambda d: settled(d, 2))
     assert [c.get_attribute("data-state") for c in cards(browser)] == ["done", "done"]
-    view = browser.execute_script("return cards[0].element.querySelector('.view').toDataURL().length")
+    view = browser.execute_script(
+        "return cards[0].element.querySelector('.view').toDataURL().length"
+    )
     assert view > 1000  # the overlay was drawn
 
     runs = model_runs(server)
@@ -167,7 +174,10 @@ def test_upload_threshold_download_in_a_real_browser(server, browser, downloads,
     with zipfile.ZipFile(downloads / "lvunet-results.zip") as archive:
         for image in POLYPS:
             for suffix in ("_mask.png", "_overlay.png", "_prob.png"):
-                assert archive.read(image.stem + suffix) == (polyp / f"{image.stem}{suffix}").read_bytes()
+                assert (
+                    archive.read(image.stem + suffix)
+                    == (polyp / f"{image.stem}{suffix}").read_bytes()
+                )
     assert model_runs(server) == runs
 
     bad = downloads.parent / "not-an-image.jpg"
@@ -186,12 +196,15 @@ def test_upload_threshold_download_in_a_real_browser(server, browser, downloads,
     card = cards(browser)[3]
     assert card.find_element(By.CSS_SELECTOR, ".card-model").text == "breast-ultrasound"
     card.find_element(By.CSS_SELECTOR, "button[data-output='mask']").click()
-    assert downloaded(downloads, f"{BUSI_IMAGE.stem}_mask.png") == (
-        busi / f"{BUSI_IMAGE.stem}_mask.png"
-    ).read_bytes()
+    assert (
+        downloaded(downloads, f"{BUSI_IMAGE.stem}_mask.png")
+        == (busi / f"{BUSI_IMAGE.stem}_mask.png").read_bytes()
+    )
     if os.environ.get("LVUNET_SCREENSHOT"):
         Select(browser.find_element(By.ID, "model")).select_by_value("polyp")
-        browser.execute_script("document.querySelectorAll('.card')[2].remove(); window.scrollTo(0, 0)")
+        browser.execute_script(
+            "document.querySelectorAll('.card')[2].remove(); window.scrollTo(0, 0)"
+        )
         browser.save_screenshot(os.environ["LVUNET_SCREENSHOT"])
 
 
@@ -207,7 +220,9 @@ def test_folder_pick_and_drop(server, browser, tmp_path):
     wait(browser, lambda d: settled(d, 2))
     names = sorted(c.find_element(By.CSS_SELECTOR, ".name").text for c in cards(browser))
     assert names == sorted([f"exam/{POLYPS[0].name}", f"exam/sub/{POLYPS[1].name}"])
-    assert "1 file(s) that are not images were left out" in browser.find_element(By.ID, "message").text
+    assert (
+        "1 file(s) that are not images were left out" in browser.find_element(By.ID, "message").text
+    )
     # a file dropped on the page (a synthetic drop event carrying a real File)
     browser.execute_script(
         """const bytes = Uint8Array.from(atob(arguments[0]), (c) => c.charCodeAt(0));
@@ -220,6 +235,29 @@ def test_folder_pick_and_drop(server, browser, tmp_path):
     wait(browser, lambda d: settled(d, 3))
     assert cards(browser)[2].get_attribute("data-state") == "done"
     assert cards(browser)[2].find_element(By.CSS_SELECTOR, ".name").text == BUSI_IMAGE.name
+
+
+def test_a_dicom_export_is_taken_and_a_grey_frame_for_the_colour_model_is_flagged(
+    server, browser, tmp_path
+):
+    """A PACS-style file (no extension, picked from a folder) and a greyscale ultrasound frame sent to
+    the polyp model: segmented, with the wrong-model warning on its card; the colour one without."""
+    from tests.dicom.files import VL_ENDOSCOPIC, colour_pixels, dataset, grey_pixels, save
+
+    browser.get(server)
+    wait(browser, lambda d: d.find_element(By.ID, "provider").text != "...")
+    folder = tmp_path / "EXPORT"
+    folder.mkdir()
+    save(dataset(colour_pixels(), "RGB", VL_ENDOSCOPIC), folder / "IM0001")
+    save(dataset(grey_pixels(), "MONOCHROME2"), folder / "IM0002")
+    browser.find_element(By.ID, "folder").send_keys(str(folder))
+    wait(browser, lambda d: settled(d, 2))
+    found = {c.find_element(By.CSS_SELECTOR, ".name").text: c for c in cards(browser)}
+    assert sorted(found) == ["EXPORT/IM0001", "EXPORT/IM0002"]
+    assert all(c.get_attribute("data-state") == "done" for c in found.values())
+    status = found["EXPORT/IM0002"].find_element(By.CSS_SELECTOR, ".status").text
+    assert "warning: a grey image sent to a model trained on colour images" in status
+    assert "warning" not in found["EXPORT/IM0001"].find_element(By.CSS_SELECTOR, ".status").text
 
 
 def test_two_tabs_at_once(server, browser):
@@ -236,8 +274,10 @@ def test_two_tabs_at_once(server, browser):
     for handle in (first, second):
         browser.switch_to.window(handle)
         wait(browser, lambda d: settled(d, 2))
-        areas[handle] = [(c.find_element(By.CSS_SELECTOR, ".name").text, c.get_attribute("data-area"))
-                         for c in cards(browser)]
+        areas[handle] = [
+            (c.find_element(By.CSS_SELECTOR, ".name").text, c.get_attribute("data-area"))
+            for c in cards(browser)
+        ]
     assert areas[first][0][0] == POLYPS[0].name and areas[second][0][0] == BUSI_IMAGE.name
     assert areas[first][1] == areas[second][1]  # the same image in both tabs, the same answer
     browser.close()
@@ -257,4 +297,6 @@ def test_live_camera_draws_overlays_and_drops_frames(server, browser):
     assert drawn and fps > 0, text
     assert "frames dropped" in text and browser.find_element(By.ID, "message").text == ""
     if os.environ.get("LVUNET_LIVE_REPORT"):
-        Path(os.environ["LVUNET_LIVE_REPORT"]).write_text(json.dumps({"fps": fps, "text": text}) + "\n")
+        Path(os.environ["LVUNET_LIVE_REPORT"]).write_text(
+            json.dumps({"fps": fps, "text": text}) + "\n"
+        )
