@@ -242,7 +242,7 @@ CASES = [
         "P unknown provider",
         INFER,
         1,
-        "not available",
+        "unknown execution provider 'warp'; known: cpu, cuda",
         lambda t, f: [_image(t), "--provider", "warp"],
     ),
     Case(

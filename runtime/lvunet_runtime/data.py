@@ -92,6 +92,12 @@ def find_pairs(root: str | Path, ids: list[str] | None = None) -> list[Pair]:
     root = Path(root)
     image_dir, mask_dir = root / "images", root / "masks"
     if not image_dir.is_dir() or not mask_dir.is_dir():
+        parent = root.parent
+        if root.name in ("images", "masks") and (parent / "images").is_dir():
+            raise DataError(
+                f"{root} is the {root.name}/ folder of a dataset: did you mean {parent}? (a dataset "
+                "folder holds images/ and masks/)"
+            )
         raise DataError(f"{root} must contain images/ and masks/ folders")
     images: dict[str, Path] = {}
     problems: list[str] = []

@@ -95,7 +95,12 @@ def _media(paths, cache) -> list[Path]:
 
 
 def _nothing_new(raw: str, folder: Path, recursive: bool) -> str:
-    """Why a folder gave no input, naming the files it skipped (the user sees what was there)."""
+    """Why a folder gave no input: images only in its sub-folders (add --recursive), the files it
+    skipped (named), or all of them our own outputs."""
+    if not recursive:
+        below = sum(1 for p in _walk(folder) if p.is_file() and _is_media(p))
+        if below:
+            return f"{raw}: no images directly in this folder; add --recursive ({below} below it)"
     files = sorted(p for p in (_walk(folder) if recursive else folder.iterdir()) if p.is_file())
     visible = [p for p in files if not p.name.startswith(".")]
     others = [p.name for p in visible if not _is_media(p)]

@@ -15,9 +15,17 @@ def bundled_models() -> list[str]:
     return sorted(p.stem for p in MODELS_DIR.glob("*.onnx"))
 
 
+CHECKPOINT_SUFFIXES = (".pt", ".pth", ".ckpt")
+
+
 def resolve_model(model: str | Path | None) -> Path:
     """A bundled model name (default ``polyp``) or a path to an ``.onnx`` file."""
     name = DEFAULT_MODEL if model is None else str(model)
+    if Path(name).suffix.lower() in CHECKPOINT_SUFFIXES:
+        raise ModelError(
+            f"{name} is a training checkpoint, not an ONNX model: export it first with "
+            f"lvunet-export --ckpt {name} --out model.onnx, then give --model model.onnx"
+        )
     bundled = MODELS_DIR / f"{name}.onnx"
     if bundled.is_file() and not Path(name).suffix:
         return bundled

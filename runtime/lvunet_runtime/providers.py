@@ -144,14 +144,37 @@ def resolve_providers(requested: list[str] | None) -> list[str]:
     for name in requested:
         full = PROVIDER_ALIASES.get(name.strip().lower(), name.strip())
         if full not in available:
-            short = {v: k for k, v in PROVIDER_ALIASES.items()}
-            listing = ", ".join(f"{short[p]} ({p})" if p in short else p for p in available)
-            raise ProviderError(
-                f"execution provider {name!r} is not available in this onnxruntime "
-                f"{ort.__version__}; available: {listing}"
-            )
+            raise ProviderError(_unavailable(name, full, available))
         resolved.append(full)
     return resolved
+
+
+# What installs each provider that an onnxruntime may lack (the error says it).
+PROVIDER_INSTALLS = {
+    "CUDAExecutionProvider": "pip uninstall onnxruntime && pip install onnxruntime-gpu (NVIDIA GPUs)",
+    "TensorrtExecutionProvider": "pip install onnxruntime-gpu and NVIDIA TensorRT",
+    "OpenVINOExecutionProvider": "pip uninstall onnxruntime && pip install onnxruntime-openvino",
+    "DmlExecutionProvider": "pip install onnxruntime-directml (Windows)",
+    "CoreMLExecutionProvider": "the onnxruntime wheel for macOS",
+}
+NOT_OFFERED = ("AzureExecutionProvider",)  # present in every wheel, runs no model here
+
+
+def _unavailable(name: str, full: str, available: list[str]) -> str:
+    """Why ``name`` cannot be used: unknown (the known names listed) or not in this install (what
+    installs it), and what can be used instead."""
+    short = {v: k for k, v in PROVIDER_ALIASES.items()}
+    usable = [p for p in available if p not in NOT_OFFERED]
+    listing = ", ".join(f"{short[p]} ({p})" if p in short else p for p in usable)
+    if full not in PROVIDER_ALIASES.values():
+        known = ", ".join(dict.fromkeys(k for k in PROVIDER_ALIASES if k not in ("trt", "dml")))
+        return f"unknown execution provider {name!r}; known: {known}; usable here: {listing}"
+    install = PROVIDER_INSTALLS.get(full)
+    return (
+        f"execution provider {name!r} is not available in this onnxruntime {ort.__version__}"
+        + (f" (install: {install})" if install else "")
+        + f"; usable here: {listing}"
+    )
 
 
 def open_session(

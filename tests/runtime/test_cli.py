@@ -131,12 +131,15 @@ def test_single_input_errors_exit_1(tmp_path):
     one_line(infer(BUSI_IMAGE, "--model", tmp_path / "none.onnx"), "not found")
     (tmp_path / "bad.onnx").write_text("nope")
     one_line(infer(BUSI_IMAGE, "--model", tmp_path / "bad.onnx"), "not a loadable")
-    one_line(infer(BUSI_IMAGE, *model, "--provider", "warp"), "not available")
+    one_line(infer(BUSI_IMAGE, *model, "--provider", "warp"), "unknown execution provider")
     blocker = tmp_path / "file"
     blocker.write_text("x")
     one_line(infer(BUSI_IMAGE, "--out", blocker / "sub"), "cannot create output folder")
     one_line(infer(), "give at least one INPUT")
-    one_line(infer(BUSI_IMAGE, *model, "--threshold", "1.5"), "threshold must be a number strictly between 0 and 1")
+    one_line(
+        infer(BUSI_IMAGE, *model, "--threshold", "1.5"),
+        "threshold must be a number strictly between 0 and 1",
+    )
     assert not (tmp_path / "out").exists()  # nothing written by failed runs
 
 
@@ -287,7 +290,9 @@ def test_tta_is_a_recorded_setting(tmp_path):
     assert refused.exit_code == 1 and "tta" in refused.stderr, refused.stderr
     assert cli("infer", KVASIR_IMAGE, "--out", out, "--tta", "hv", "--overwrite").exit_code == 0
     assert (out / f"{KVASIR_IMAGE.stem}_mask.png").read_bytes() != plain
-    again = cli("infer", KVASIR_IMAGE, "--out", out, "--tta", "hv")  # same settings: nothing to redo
+    again = cli(
+        "infer", KVASIR_IMAGE, "--out", out, "--tta", "hv"
+    )  # same settings: nothing to redo
     assert again.exit_code == 0, again.stderr
     bad = cli("infer", KVASIR_IMAGE, "--out", tmp_path / "x", "--tta", "up")
     assert bad.exit_code == 1 and "tta must be one of off, h, hv" in bad.stderr

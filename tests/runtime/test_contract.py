@@ -129,11 +129,15 @@ def test_the_input_guard_warns_on_a_grey_image_for_a_colour_model_and_the_revers
 
     rng = np.random.default_rng(0)
     grey = np.repeat(rng.integers(0, 256, (64, 80, 1), dtype=np.uint8), 3, axis=2)
-    noisy_grey = np.clip(grey.astype(int) + rng.integers(-4, 5, grey.shape), 0, 255).astype(np.uint8)
+    noisy_grey = np.clip(grey.astype(int) + rng.integers(-4, 5, grey.shape), 0, 255).astype(
+        np.uint8
+    )
     annotated = grey.copy()
     annotated[:2, :10] = (255, 255, 0)  # a yellow marker on an ultrasound frame: 0.4% of it
     colour = rng.integers(0, 256, (64, 80, 3), dtype=np.uint8)
-    assert [image_colour(x) for x in (grey, noisy_grey, annotated, colour)] == ["grey"] * 3 + ["colour"]
+    assert [image_colour(x) for x in (grey, noisy_grey, annotated, colour)] == ["grey"] * 3 + [
+        "colour"
+    ]
     colour_model = ModelContract(input_colour="colour", training_dataset="Kvasir-SEG")
     grey_model = ModelContract(input_colour="grey", training_dataset="BUSI")
     assert "a grey image sent to a model trained on colour images (Kvasir-SEG)" in input_warning(
@@ -142,7 +146,9 @@ def test_the_input_guard_warns_on_a_grey_image_for_a_colour_model_and_the_revers
     assert "a colour image sent to a model trained on grey images (BUSI)" in input_warning(
         grey_model, colour
     )
-    assert input_warning(colour_model, colour) is None and input_warning(grey_model, annotated) is None
+    assert (
+        input_warning(colour_model, colour) is None and input_warning(grey_model, annotated) is None
+    )
     assert input_warning(ModelContract(), grey) is None  # not recorded (before version 5): no guard
     assert dataset_colour(["grey"] * 95 + ["colour"] * 5) == "grey"
     assert dataset_colour(["grey"] * 50 + ["colour"] * 50) == ""

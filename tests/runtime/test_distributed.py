@@ -37,7 +37,11 @@ def test_actor_opens_the_spec_with_every_option(tmp_path):
     spec = SegmenterSpec(model="breast-ultrasound", threshold=0.3, tta="h", threads=1)
     actor = SegmentActor(spec, {"max_pixels": 10**8, "keep_largest": True})
     segmenter = actor.segmenter
-    assert (segmenter.threshold, segmenter.tta, segmenter.path.stem) == (0.3, "h", "breast-ultrasound")
+    assert (segmenter.threshold, segmenter.tta, segmenter.path.stem) == (
+        0.3,
+        "h",
+        "breast-ultrasound",
+    )
     assert segmenter.spec == spec
     paths = {"mask": str(tmp_path / "m.png"), "json": str(tmp_path / "m.json")}
     out = actor({"source": [str(BUSI_IMAGE)], "outputs": [json.dumps(paths)]})

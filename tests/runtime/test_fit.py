@@ -61,3 +61,32 @@ def test_an_input_that_does_not_fit_the_model_is_said_once(tmp_path, image, mode
         assert lines == []
     else:
         assert len(lines) == 1 and words in lines[0] and "check --model" in lines[0], lines
+
+
+@pytest.mark.parametrize("name", ["runs/mine/best.pt", "last.pth", "model.ckpt"])
+def test_a_training_checkpoint_given_as_model_says_export_it_first(tmp_path, name):
+    result = cli("infer", KVASIR_IMAGE, "--model", name, "--out", tmp_path / "o")
+    assert_one_line_error(
+        result.exit_code, result.stderr, f"{name} is a training checkpoint", "lvunet-infer"
+    )
+    assert f"lvunet-export --ckpt {name}" in result.stderr
+
+
+def test_a_folder_of_sub_folders_says_add_recursive(tmp_path):
+    import shutil
+
+    for sub in ("day1", "day2/exam"):
+        (tmp_path / "scans" / sub).mkdir(parents=True)
+        shutil.copy(KVASIR_IMAGE, tmp_path / "scans" / sub / "a.jpg")
+    result = cli("infer", tmp_path / "scans", "--out", tmp_path / "o")
+    assert_one_line_error(
+        result.exit_code, result.stderr, "add --recursive (2 below it)", "lvunet-infer"
+    )
+
+
+def test_eval_given_the_images_folder_asks_did_you_mean_the_dataset(tmp_path):
+    from tests.helpers import copy_pairs
+
+    data = copy_pairs("kvasir-seg__", tmp_path / "data")
+    result = cli("eval", "--data", data / "images", "--model", "polyp")
+    assert_one_line_error(result.exit_code, result.stderr, f"did you mean {data}?", "lvunet-eval")

@@ -24,7 +24,9 @@ def test_a_rerun_with_more_inputs_keeps_the_earlier_outputs_in_the_record(tmp_pa
     second = cli("infer", folder, "--out", out, "--model", "breast-ultrasound")
     assert second.exit_code == 0 and "2 skipped" in second.stdout, second.stdout + second.stderr
     assert sorted(_outputs(out)) == sorted(f"{p.stem}_mask.png" for p in images)
-    third = cli("infer", folder, "--out", out, "--model", "breast-ultrasound")  # all ours: nothing to do
+    third = cli(
+        "infer", folder, "--out", out, "--model", "breast-ultrasound"
+    )  # all ours: nothing to do
     assert third.exit_code == 0 and "3 skipped" in third.stdout, third.stdout + third.stderr
 
 

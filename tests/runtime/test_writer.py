@@ -29,7 +29,9 @@ def test_a_failed_write_leaves_neither_a_temporary_nor_a_changed_target(tmp_path
     with pytest.raises(RuntimeError), atomic_file(target) as tmp:
         tmp.write_text("half")
         raise RuntimeError("interrupted")
-    assert target.read_text() == "old" and sorted(p.name for p in tmp_path.iterdir()) == ["keep.txt"]
+    assert target.read_text() == "old" and sorted(p.name for p in tmp_path.iterdir()) == [
+        "keep.txt"
+    ]
 
 
 def test_guard_never_writes_an_input_and_replaces_others_only_when_allowed(tmp_path):
