@@ -419,20 +419,20 @@ CASES = [
         "S --out into the input folder, twice",
         INFER,
         0,
-        "1 skipped",
+        "nothing to do: the outputs of 1 input exist",
         lambda t, f: _twice_into_itself(t),
     ),
-    Case("S --recursive twice", INFER, 0, "1 skipped", lambda t, f: _recursive_twice(t)),
+    Case("S --recursive twice", INFER, 0, "nothing to do: the outputs of 1 input exist", lambda t, f: _recursive_twice(t)),
     Case(
         "S same input twice",
         INFER,
         0,
-        "1 image(s) segmented",
+        "1 image segmented",
         lambda t, f: [_image(t), t / "scan.jpg", "--out", t / "o"],
     ),
-    Case("S x.jpg and x.png", INFER, 0, "2 image(s) segmented", lambda t, f: _jpg_and_png(t)),
-    Case("S two clips under --recursive", INFER, 0, "2 video(s)", lambda t, f: _two_clips(t)),
-    Case("S 250-character name", INFER, 0, "1 image(s) segmented", lambda t, f: _long_name(t)),
+    Case("S x.jpg and x.png", INFER, 0, "2 images segmented", lambda t, f: _jpg_and_png(t)),
+    Case("S two clips under --recursive", INFER, 0, "2 videos", lambda t, f: _two_clips(t)),
+    Case("S 250-character name", INFER, 0, "1 image segmented", lambda t, f: _long_name(t)),
     # H: no hang
     Case(
         "H named pipe with an image",
@@ -845,7 +845,7 @@ def test_fault_mid_run_stops_keeps_what_was_written_and_exits_2(tmp_path, monkey
     again = cli("infer", folder, "--out", tmp_path / "out")  # a rerun does the rest
     assert (
         again.exit_code == 0
-        and "5 image(s) segmented" in again.stdout
+        and "5 images segmented" in again.stdout
         and "3 skipped" in again.stdout
     )
 
@@ -1077,7 +1077,7 @@ def test_an_input_list_saved_with_a_byte_order_mark_reads_its_first_line(tmp_pat
     listing = tmp_path / "list.txt"
     listing.write_text(f"{BUSI_IMAGE}\n# a comment\n", encoding="utf-8-sig")  # Windows Notepad
     result = cli("infer", "--input-list", listing, "--out", tmp_path / "o")
-    assert result.exit_code == 0 and "1 image(s) segmented" in result.stdout, result.stderr
+    assert result.exit_code == 0 and "1 image segmented" in result.stdout, result.stderr
 
 
 def test_recursive_never_descends_into_system_or_hidden_folders(tmp_path):
@@ -1093,7 +1093,7 @@ def test_recursive_never_descends_into_system_or_hidden_folders(tmp_path):
         (folder / sub).mkdir(parents=True)
         shutil.copy(BUSI_IMAGE, folder / sub / f"{sub.split('/')[0].strip('.$@_')}.jpg")
     result = cli("infer", folder, "--recursive", "--out", tmp_path / "o")
-    assert result.exit_code == 0 and "1 image(s) segmented" in result.stdout, result.stdout
+    assert result.exit_code == 0 and "1 image segmented" in result.stdout, result.stdout
     assert [
         p.relative_to(tmp_path / "o").as_posix() for p in (tmp_path / "o").rglob("*_mask.png")
     ] == ["exam/exam_mask.png"]

@@ -269,6 +269,10 @@ def _report_run(summary, out: Path) -> None:
         typer.echo(f"lvunet-infer: {kind}{note}", err=True)
     for failure in summary.failed:
         typer.echo(f"lvunet-infer: skipped: {failure['error']}", err=True)
+    if summary.processed == 1 and len(summary.images) == 1 and "regions" in summary.images[0]:
+        from lvunet_runtime.records import image_line
+
+        typer.echo(image_line(summary.images[0]))
     typer.echo(f"{summary.line()} -> {out} [{_provider_line(summary)}]")
     if summary.stopped or summary.record_error:
         reason = f"stopped: {summary.stopped}" if summary.stopped else summary.record_error

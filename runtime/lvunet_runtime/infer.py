@@ -111,6 +111,7 @@ def run_images(
             keep_largest=options.keep_largest,
             source=str(job.source),
             series=options.seg_series,
+            regions=len(jobs) == 1,  # a single-image run's console line names its regions
         )
         written[job.source] = stats
         return stats

@@ -61,8 +61,9 @@ def frame_stats(mask: np.ndarray) -> dict:
     return {"area_px": area, "area_fraction": area / float(mask.size), "regions": int(regions)}
 
 
-def region_stats(mask: np.ndarray) -> dict:
-    """Area (pixels, fraction), bounding box, and each 8-connected region's area and contour."""
+def region_stats(mask: np.ndarray, probability: np.ndarray | None = None) -> dict:
+    """Area (pixels, fraction), bounding box, and each 8-connected region's area, box, contour and (with
+    the probability map) mean probability."""
     mask8 = mask.astype(np.uint8)
     count, labels, stats, _ = cv2.connectedComponentsWithStats(mask8, connectivity=8)
     height, width = mask.shape
@@ -83,7 +84,10 @@ def region_stats(mask: np.ndarray) -> dict:
             (labels == index).astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE
         )
         contour = max(found, key=cv2.contourArea)[:, 0].tolist()
-        regions.append({"area_px": region_area, "bbox_xywh": [x, y, w, h], "contour_xy": contour})
+        region = {"area_px": region_area, "bbox_xywh": [x, y, w, h], "contour_xy": contour}
+        if probability is not None:
+            region["mean_probability"] = round(float(probability[labels == index].mean()), 4)
+        regions.append(region)
     return {
         "width": width,
         "height": height,
@@ -105,9 +109,11 @@ def probability_png(probability: np.ndarray) -> bytes:
     return encode_png((probability * 255 + 0.5).astype(np.uint8))
 
 
-def image_json(meta: dict, mask: np.ndarray) -> tuple[bytes, dict]:
+def image_json(
+    meta: dict, mask: np.ndarray, probability: np.ndarray | None = None
+) -> tuple[bytes, dict]:
     """The per-image JSON file (``meta`` then :func:`region_stats`), and the statistics."""
-    stats = region_stats(mask)
+    stats = region_stats(mask, probability)
     return (json.dumps({**meta, **stats}, indent=1) + "\n").encode(), stats
 
 
@@ -119,6 +125,8 @@ def write_image_outputs(
     mask: np.ndarray,
     meta: dict,
     series=None,
+    *,
+    regions: bool = False,
 ) -> dict:
     """Write the given outputs of one image (``mask``, ``overlay``, ``prob``, ``json``, and ``seg``, a
     DICOM Segmentation in ``series``) through the guard; returns its summary statistics."""
@@ -134,9 +142,11 @@ def write_image_outputs(
     if "prob" in paths:
         guard.write(paths["prob"], probability_png(probability))
     if "json" not in paths:  # the run summary needs only the area; regions cost a labelling pass
+        if regions:  # (asked for a single-image run's console line)
+            return frame_stats(mask)
         area = int(np.count_nonzero(mask))
         return {"area_px": area, "area_fraction": area / mask.size}
-    data, stats = image_json(meta, mask)
+    data, stats = image_json(meta, mask, probability)
     guard.write(paths["json"], data)
     return {k: stats[k] for k in ("area_px", "area_fraction", "regions")}
 
@@ -152,6 +162,7 @@ def finish_image(
     keep_largest: bool,
     source: str,
     series=None,
+    regions: bool = False,
 ) -> dict:
     """The one per-image finish step of every route (local pipeline, Ray actor): the model's output ->
     probability and mask at the image's ``size`` -> the files in ``paths``; returns the statistics the
@@ -159,5 +170,5 @@ def finish_image(
     prediction = segmenter.finish(output, size, keep_largest=keep_largest)
     meta = {"input": source, "model": segmenter.identity, "threshold": segmenter.threshold}
     return write_image_outputs(
-        paths, guard, image, prediction.probability, prediction.mask, meta, series
+        paths, guard, image, prediction.probability, prediction.mask, meta, series, regions=regions
     )

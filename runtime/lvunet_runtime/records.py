@@ -50,6 +50,20 @@ def read_record(folder: Path, name: str = RECORD_NAME) -> dict | None:
     )
 
 
+def _count(number: int, noun: str) -> str:
+    """``1 image``, ``2 images``."""
+    return f"{number} {noun}{'' if number == 1 else 's'}"
+
+
+def image_line(entry: dict) -> str:
+    """One image's console line: ``scan.jpg: 12.3% foreground (4210 px), 1 region``."""
+    regions = entry.get("regions", 0)
+    return (
+        f"{entry['input']}: {entry['area_fraction']:.1%} foreground ({entry['area_px']} px), "
+        f"{_count(regions, 'region')}"
+    )
+
+
 @dataclass
 class RunSummary:
     """Counts and timing of a run; written as ``summary.json``."""
@@ -77,17 +91,24 @@ class RunSummary:
     adapter: dict = field(default_factory=dict)  # the WebGPU adapter, when that provider ran
 
     def line(self) -> str:
+        if not (self.processed or self.videos or self.failed or self.not_done):
+            if self.skipped_existing:
+                return (
+                    f"nothing to do: the outputs of {_count(self.skipped_existing, 'input')} exist "
+                    "(--overwrite to redo)"
+                )
         rate = self.processed / self.seconds if self.seconds else 0.0
         parts = []
         if self.processed or not self.videos:
             parts.append(
-                f"{self.processed} image(s) segmented in {self.seconds:.2f} s ({rate:.1f} images/s)"
+                f"{_count(self.processed, 'image')} segmented in {self.seconds:.2f} s "
+                f"({rate:.1f} images/s)"
             )
         if self.videos:
             fps = self.frames / self.video_seconds if self.video_seconds else 0.0
             parts.append(
-                f"{self.videos} video(s), {self.frames} frames in {self.video_seconds:.2f} s "
-                f"({fps:.1f} frames/s)"
+                f"{_count(self.videos, 'video')}, {_count(self.frames, 'frame')} in "
+                f"{self.video_seconds:.2f} s ({fps:.1f} frames/s)"
             )
         if self.skipped_existing:
             parts.append(f"{self.skipped_existing} skipped (outputs exist; --overwrite to redo)")

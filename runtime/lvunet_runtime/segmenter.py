@@ -7,14 +7,20 @@ from __future__ import annotations
 import functools
 import json
 import tempfile
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
 import onnxruntime as ort
 
 from lvunet_runtime.contract import ModelContract, check_threshold, input_warning
-from lvunet_runtime.errors import LVUNetRuntimeError, ModelError, ProviderError, first_line
+from lvunet_runtime.errors import (
+    ImageError,
+    LVUNetRuntimeError,
+    ModelError,
+    ProviderError,
+    first_line,
+)
 from lvunet_runtime.model_files import MODELS_DIR, resolve_model
 from lvunet_runtime.processing import (
     keep_largest_region,
@@ -37,10 +43,86 @@ TTA_VIEWS: dict[str, list[tuple[int, ...]]] = {"off": [], "h": [(3,)], "hv": [(3
 
 @dataclass(frozen=True)
 class Prediction:
-    """Result for one image, at the image's own size."""
+    """Result for one image, at the image's own size: the probability map and mask, and what
+    ``lvunet-infer`` reports and writes of them (``area_px``, ``regions``, :meth:`save`, :meth:`to_json`,
+    :meth:`overlay`), through the same functions the commands use."""
 
     probability: np.ndarray  # (H, W) float32 in [0, 1]
     mask: np.ndarray  # (H, W) bool
+    image: np.ndarray | None = field(default=None, repr=False)  # the RGB input, for overlays
+    threshold: float | None = None
+    model: str = ""  # the model's identity (``polyp sha256:...``)
+    name: str = ""  # the input's path as given, when it was a path
+
+    @property
+    def area_px(self) -> int:
+        return int(np.count_nonzero(self.mask))
+
+    @property
+    def area_fraction(self) -> float:
+        return self.area_px / float(self.mask.size) if self.mask.size else 0.0
+
+    @functools.cached_property
+    def stats(self) -> dict:
+        """What the per-image JSON holds: size, area, bounding box, regions (largest first)."""
+        from lvunet_runtime.outputs import region_stats
+
+        return region_stats(self.mask, self.probability)
+
+    @property
+    def regions(self) -> list[dict]:
+        """Each 8-connected region: ``area_px``, ``bbox_xywh``, ``mean_probability``, ``contour_xy``."""
+        return self.stats["region_list"]
+
+    def overlay(self) -> np.ndarray:
+        """The image with the region tinted and outlined (RGB uint8), as ``--overlay`` writes it."""
+        from lvunet_runtime.outputs import overlay
+
+        if self.image is None:
+            raise LVUNetRuntimeError("this prediction has no image to draw on (made by finish())")
+        return overlay(self.image, self.mask)
+
+    def to_json(self) -> str:
+        """The per-image JSON ``lvunet-infer --json`` writes, byte for byte."""
+        from lvunet_runtime.outputs import image_json
+
+        return image_json(self._meta(), self.mask, self.probability)[0].decode()
+
+    def save(
+        self, folder: str | Path, *, overlay: bool = False, prob: bool = False, json: bool = False
+    ) -> dict[str, Path]:
+        """Write what ``lvunet-infer --out folder`` writes for this image (``<stem>_mask.png``, and the
+        overlay, probability map and JSON when asked), never over an existing file; the paths."""
+        from lvunet_runtime.data import file_id
+        from lvunet_runtime.outputs import write_image_outputs
+        from lvunet_runtime.writer import OutputGuard
+
+        folder, stem = Path(folder), file_id(Path(self.name)) if self.name else "image"
+        wanted = {
+            "mask": "_mask.png",
+            "overlay": "_overlay.png",
+            "prob": "_prob.png",
+            "json": ".json",
+        }
+        asked = {"mask": True, "overlay": overlay, "prob": prob, "json": json}
+        paths = {k: folder / f"{stem}{suffix}" for k, suffix in wanted.items() if asked[k]}
+        if overlay and self.image is None:
+            raise LVUNetRuntimeError("this prediction has no image to draw an overlay on")
+        write_image_outputs(
+            paths, OutputGuard(), self.image, self.probability, self.mask, self._meta()
+        )
+        return paths
+
+    def summary(self) -> str:
+        """One line: ``scan.jpg: 12.3% foreground (4210 px), 1 region``."""
+        count = len(self.regions)
+        return (
+            f"{self.name or 'image'}: {self.area_fraction:.1%} foreground ({self.area_px} px), "
+            f"{count} region{'' if count == 1 else 's'}"
+        )
+
+    def _meta(self) -> dict:
+        return {"input": self.name or "image", "model": self.model, "threshold": self.threshold}
 
 
 @dataclass(frozen=True)
@@ -318,27 +400,49 @@ class Segmenter:
         (thresholded at ``threshold``, default the segmenter's)."""
         threshold = self.threshold if threshold is None else check_threshold(threshold)
         prob, mask = postprocess(output, size, threshold, self.contract.output_meaning)
-        return Prediction(prob, keep_largest_region(mask) if keep_largest else mask)
+        mask = keep_largest_region(mask) if keep_largest else mask
+        return Prediction(prob, mask, threshold=threshold, model=self.identity)
 
-    def predict_batch(
-        self, images: list[np.ndarray], *, keep_largest: bool = False
-    ) -> list[Prediction]:
-        """RGB uint8 images of any sizes -> predictions at each image's own size."""
+    def predict_batch(self, images: list, *, keep_largest: bool = False) -> list[Prediction]:
+        """Images of any sizes (each a path, file bytes, a PIL image or an RGB uint8 array) ->
+        predictions at each image's own size."""
         if not images:
             return []
-        prepared = [self.prepare(image) for image in images]
+        loaded = [_as_rgb(image) for image in images]
+        prepared = [self.prepare(rgb) for rgb, _ in loaded]
         outputs = self.run_prepared(prepared)
         return [
-            self.finish(output, p.size, keep_largest=keep_largest)
-            for p, output in zip(prepared, outputs, strict=True)
+            replace(self.finish(output, p.size, keep_largest=keep_largest), image=rgb, name=name)
+            for p, output, (rgb, name) in zip(prepared, outputs, loaded, strict=True)
         ]
 
-    def predict(self, image: np.ndarray, *, keep_largest: bool = False) -> Prediction:
-        """One RGB uint8 (H, W, 3) image of any size -> probability map and mask at (H, W)."""
-        image = np.asarray(image)
-        if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
-            raise ModelError(
-                f"predict expects an RGB uint8 array of shape (H, W, 3), not {image.dtype} "
-                f"{image.shape}; load files with lvunet_runtime.load_image"
-            )
+    def predict(self, image, *, keep_largest: bool = False) -> Prediction:
+        """One image (a path, file bytes, a PIL image or an RGB uint8 (H, W, 3) array) -> its
+        :class:`Prediction` at the image's own size."""
         return self.predict_batch([image], keep_largest=keep_largest)[0]
+
+    def __repr__(self) -> str:
+        contract = self.contract
+        return (
+            f"Segmenter({self.identity}, {contract.label}, {contract.input_height}x"
+            f"{contract.input_width}, {self.active_providers[0]}, threshold {self.threshold:g})"
+        )
+
+
+def _as_rgb(image) -> tuple[np.ndarray, str]:
+    """A path, bytes, a PIL image or an RGB uint8 array -> (RGB uint8 array, the file's name or "")."""
+    from lvunet_runtime.image import decode_image, load_image, to_rgb8
+
+    if isinstance(image, str | Path):
+        return load_image(image)[0], str(image)  # named as given, as lvunet-infer names it
+    if isinstance(image, bytes | bytearray | memoryview):
+        return decode_image(bytes(image), name="the image")[0], ""
+    if hasattr(image, "mode") and hasattr(image, "convert"):  # a PIL image
+        return to_rgb8(image), getattr(image, "filename", "") and Path(image.filename).name
+    array = np.asarray(image)
+    if array.ndim != 3 or array.shape[2] != 3 or array.dtype != np.uint8:
+        raise ImageError(
+            f"predict takes a path, file bytes, a PIL image or an RGB uint8 array of shape (H, W, 3), "
+            f"not {array.dtype} {array.shape}"
+        )
+    return array, ""

@@ -154,7 +154,7 @@ def test_a_pacs_folder_gives_masks_and_seg_objects_a_toolkit_reads_back(tmp_path
     folder, out = _folder(tmp_path), tmp_path / "out"
     result = cli("infer", folder, "--out", out, "--dicom-seg", "--model", "breast-ultrasound")
     assert result.exit_code == 0, result.stderr
-    assert "3 image(s)" in result.stdout and "1 video(s), 4 frames" in result.stdout
+    assert "3 images segmented" in result.stdout and "1 video, 4 frames" in result.stdout
     series = set()
     for stem in ("IM0001", "IM0002", "1.2.840.113619.2.55.3.7"):  # the UID name kept whole
         source = pydicom.dcmread(folder / stem)
@@ -206,7 +206,7 @@ def test_a_rerun_keeps_the_segs_and_does_the_rest(tmp_path):
     before = (out / "IM0001_seg.dcm").read_bytes()
     save(dataset(colour_pixels(), "RGB", SECONDARY_CAPTURE), folder / "IM0004")
     again = cli("infer", folder, "--out", out, "--dicom-seg")
-    assert again.exit_code == 0 and "1 image(s) segmented" in again.stdout, again.stdout
+    assert again.exit_code == 0 and "1 image segmented" in again.stdout, again.stdout
     assert (out / "IM0001_seg.dcm").read_bytes() == before and (out / "IM0004_seg.dcm").is_file()
     record = json.loads((out / "summary.json").read_text())
     assert "IM0001_seg.dcm" in record["outputs"] and "IM0004_seg.dcm" in record["outputs"]

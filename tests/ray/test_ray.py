@@ -28,7 +28,7 @@ def test_ray_with_two_actors_equals_plain_run(tmp_path):
     out = tmp_path / "ray"
     result = cli("infer", folder, "--json", "--overlay", "--out", out, "--ray", "--ray-actors", "2")
     assert result.exit_code == 2, result.stderr  # the broken file, reported like a local run
-    assert "broken.jpg" in result.stderr and "32 image(s) segmented" in result.stdout
+    assert "broken.jpg" in result.stderr and "32 images segmented" in result.stdout
     assert _outputs(out) == _outputs(plain) and len(_outputs(out)) == 32 * 3
     record = json.loads((out / "summary.json").read_text())
     assert record["ray"]["actors"] == 2 and record["ray"]["cpus_per_actor"] < 1

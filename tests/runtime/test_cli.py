@@ -50,7 +50,7 @@ def test_infer_and_eval_without_torch(tmp_path):
     ]
     result = run_entry("infer", args, env)
     assert result.returncode == 0, result.stderr
-    assert "16 image(s) segmented" in result.stdout
+    assert "16 images segmented" in result.stdout
     for path in sorted((DATA / "images").iterdir()):
         image = Image.open(path)
         mask = Image.open(out / f"{path.stem}_mask.png")
@@ -74,7 +74,7 @@ def test_rerun_skips_existing_outputs(tmp_path):
     out = tmp_path / "out"
     assert infer(KVASIR_IMAGE, BUSI_IMAGE, "--out", out).exit_code == 0
     again = infer(KVASIR_IMAGE, BUSI_IMAGE, "--out", out)
-    assert again.exit_code == 0 and "2 skipped" in again.stdout
+    assert again.exit_code == 0 and "nothing to do: the outputs of 2 inputs exist" in again.stdout
 
 
 def test_eval_bundled_polyp_on_kvasir_samples(tmp_path):
@@ -296,3 +296,24 @@ def test_tta_is_a_recorded_setting(tmp_path):
     assert again.exit_code == 0, again.stderr
     bad = cli("infer", KVASIR_IMAGE, "--out", tmp_path / "x", "--tta", "up")
     assert bad.exit_code == 1 and "tta must be one of off, h, hv" in bad.stderr
+
+
+def test_a_single_image_run_says_its_area_and_regions_and_a_finished_one_says_nothing_to_do(
+    tmp_path,
+):
+    out = tmp_path / "out"
+    first = infer(KVASIR_IMAGE, "--out", out)
+    lines = first.stdout.strip().splitlines()
+    assert first.exit_code == 0 and len(lines) == 2, first.stdout
+    stats = json.loads((out / "summary.json").read_text())["images"][0]
+    assert lines[0] == (
+        f"{KVASIR_IMAGE}: {stats['area_fraction']:.1%} foreground ({stats['area_px']} px), "
+        f"{stats['regions']} region{'' if stats['regions'] == 1 else 's'}"
+    )
+    assert lines[1].startswith("1 image segmented in ")  # singular
+    again = infer(KVASIR_IMAGE, "--out", out)
+    assert again.stdout.startswith(
+        "nothing to do: the outputs of 1 input exist (--overwrite to redo)"
+    )
+    both = infer(KVASIR_IMAGE, BUSI_IMAGE, "--out", tmp_path / "two", "--model", "polyp")
+    assert both.stdout.startswith("2 images segmented in ") and "foreground" not in both.stdout

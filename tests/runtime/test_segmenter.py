@@ -72,9 +72,48 @@ def test_stages_compose_to_predict(polyp):
         assert np.allclose(staged.probability, single.probability, atol=1e-6)
 
 
-def test_predict_refuses_non_rgb(polyp):
-    with pytest.raises(ModelError, match="RGB uint8"):
+def test_predict_refuses_non_rgb_and_never_blames_the_model(polyp):
+    from lvunet_runtime.errors import ImageError
+
+    with pytest.raises(ImageError, match="a path, file bytes, a PIL image or an RGB uint8 array"):
         polyp.predict(np.zeros((4, 4), np.uint8))
+    with pytest.raises(ImageError, match="file not found"):  # a path: the image reader's words
+        polyp.predict("missing.jpg")
+
+
+def test_predict_takes_a_path_bytes_a_pil_image_or_an_array_and_saves_what_lvunet_infer_writes(
+    polyp, tmp_path
+):
+    import json
+
+    from PIL import Image
+
+    from tests.helpers import KVASIR_IMAGE, cli
+
+    by_path = polyp.predict(KVASIR_IMAGE)
+    rgb = np.asarray(Image.open(KVASIR_IMAGE).convert("RGB"))
+    for other in (KVASIR_IMAGE.read_bytes(), Image.open(KVASIR_IMAGE), rgb, str(KVASIR_IMAGE)):
+        result = polyp.predict(other)
+        assert np.array_equal(result.mask, by_path.mask) and result.area_px == by_path.area_px
+    assert 0 < by_path.area_fraction < 1 and by_path.area_px == int(by_path.mask.sum())
+    regions = by_path.regions
+    assert regions and all(0.5 < r["mean_probability"] <= 1 for r in regions)
+    assert [r["area_px"] for r in regions] == sorted((r["area_px"] for r in regions), reverse=True)
+    assert by_path.summary().startswith(f"{KVASIR_IMAGE}: ") and "region" in by_path.summary()
+    saved = by_path.save(tmp_path / "api", overlay=True, prob=True, json=True)
+    run = cli("infer", KVASIR_IMAGE, "--out", tmp_path / "cli", "--overlay", "--prob", "--json")
+    assert run.exit_code == 0, run.stderr
+    for kind, path in saved.items():
+        assert path.read_bytes() == (tmp_path / "cli" / path.name).read_bytes(), kind
+    assert json.loads(by_path.to_json()) == json.loads(saved["json"].read_text())
+    assert np.array_equal(by_path.overlay(), np.asarray(Image.open(saved["overlay"])))
+    with pytest.raises(Exception, match="exists"):  # never over an existing file
+        by_path.save(tmp_path / "api")
+    assert repr(polyp).startswith("Segmenter(polyp sha256:") and "CPUExecutionProvider" in repr(
+        polyp
+    )
+    (batch,) = polyp.predict_batch([KVASIR_IMAGE])
+    assert np.array_equal(batch.mask, by_path.mask) and batch.name == str(KVASIR_IMAGE)
 
 
 def test_model_file_errors(tmp_path):

@@ -48,12 +48,12 @@ def test_two_shards_equal_one_plain_run(tmp_path, folder):
     assert sum(counts) == 20 and min(counts) > 0
     assert _outputs(shards) == _outputs(plain)  # byte-identical masks and JSON, same names
     merged = cli("infer", "--merge", "--out", shards)
-    assert merged.exit_code == 0 and "20 image(s) segmented" in merged.stdout
+    assert merged.exit_code == 0 and "20 images segmented" in merged.stdout
     record = json.loads((shards / "summary.json").read_text())
     assert record["merged_parts"] == 2 and record["processed"] == 20
     # the merged folder is ours: a rerun over it finds nothing new to segment
     again = cli("infer", folder, "--recursive", "--json", "--out", shards)
-    assert again.exit_code == 0 and "20 skipped" in again.stdout
+    assert again.exit_code == 0 and "nothing to do: the outputs of 20 inputs exist" in again.stdout
 
 
 def test_parts_are_deterministic_and_cover_everything(folder):

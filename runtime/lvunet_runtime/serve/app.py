@@ -269,7 +269,7 @@ class Service:
         if output == "image":  # what the model saw, as PNG (browsers cannot show TIFF or 16-bit)
             return encode_png(self.decode(result.upload)), {}
         meta = {"input": result.name, "model": segmenter.identity, "threshold": threshold}
-        data, stats = image_json(meta, prediction.mask)
+        data, stats = image_json(meta, prediction.mask, prediction.probability)
         return data, stats
 
 
