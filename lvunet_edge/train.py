@@ -513,4 +513,11 @@ def final_test(run: Run) -> dict:
         f"Dice {metrics['trained']['dice']:.4f}; fused IoU {metrics['fused']['iou']:.4f} "
         f"Dice {metrics['fused']['dice']:.4f}; max |logit diff| {metrics['max_abs_logit_diff']:.2e}"
     )
+    if (
+        metrics["trained"]["precision"] is None
+    ):  # a result that looks like numbers but means nothing
+        run.log(
+            f"warning: the trained model predicts no foreground on any of the {len(test_set.ids)} "
+            "test images: train longer, check the masks (metrics.json mask_rules) or the threshold"
+        )
     return metrics

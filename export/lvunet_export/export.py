@@ -453,6 +453,11 @@ def measure_accuracy(
     )
     embed_contract(onnx.load(str(tmp)), replace(contract, test_metrics=metrics), tmp)
     report.test_metrics = metrics
+    if metrics["precision"] is None:
+        report.notes.append(
+            f"warning: the model predicts no foreground on any of the {metrics['images']} test "
+            "images: its masks will all be empty"
+        )
     report.steps.append(
         f"test split measured on the written file: {metrics['images']} images, IoU "
         f"{metrics['iou']:.4f}, Dice {metrics['dice']:.4f} (full-size masks)"

@@ -368,15 +368,19 @@ def eval_command(
         tta=tta,
     )
     _note_provider("lvunet-eval", segmenter)
+    from lvunet_runtime.metrics import number
+
     enabled = progress and sys.stderr.isatty()
     with Meter(len(pairs), enabled, "images", "evaluating") as meter:
         result = evaluate(segmenter, pairs, progress=meter.advance)
     typer.echo(
         f"{result['images']} images: IoU {result['iou']:.4f}  Dice {result['dice']:.4f}  "
         f"(dataset IoU {result['dataset_iou']:.4f}, Dice {result['dataset_dice']:.4f}, "
-        f"precision {result['precision']:.4f}, recall {result['recall']:.4f}); "
+        f"precision {number(result['precision'])}, recall {result['recall']:.4f}); "
         f"median {result['median_ms']:.1f} ms/image"
     )
+    for note in result.get("notes", []):
+        typer.echo(f"lvunet-eval: note: {note}", err=True)
     from lvunet_runtime.data import describe_mask_rules
 
     typer.echo(f"masks: {describe_mask_rules(result['mask_rules'])}")

@@ -170,6 +170,12 @@ def run_jobs(
         _run_images_then_videos(segmenter, images, videos, options, guard, summary, unfit)
     finally:
         unfit.say()
+        empty = [entry for entry in summary.images if entry.get("area_px") == 0]
+        if len(summary.images) >= 3 and len(empty) == len(summary.images):
+            summary.notes.append(
+                f"warning: no foreground in any of the {len(empty)} images: check --model and "
+                f"--threshold (now {segmenter.threshold:g})"
+            )
 
 
 def _run_images_then_videos(segmenter, images, videos, options, guard, summary, unfit) -> None:

@@ -47,9 +47,17 @@ def summarize(counts: np.ndarray, batch_size: int = 8) -> dict[str, float]:
         "dice": float(dice.mean()) if len(dice) else float("nan"),
         "dataset_iou": tp / (tp + fp + fn) if tp + fp + fn else 1.0,
         "dataset_dice": 2 * tp / (2 * tp + fp + fn) if tp + fp + fn else 1.0,
-        "precision": tp / (tp + fp) if tp + fp else 1.0,
+        "precision": tp / (tp + fp) if tp + fp else None,  # nothing predicted: undefined, not 1.0
         "recall": tp / (tp + fn) if tp + fn else 1.0,
         "batch_pooled_iou": float(np.mean(batch_ious)) if batch_ious else float("nan"),
     }
-    # Plain Python floats: these go into weights_only checkpoints and JSON.
-    return {"images": int(len(counts)), **{k: float(v) for k, v in result.items()}}
+    # Plain Python floats (None where undefined): these go into weights_only checkpoints and JSON.
+    values = {k: None if v is None else float(v) for k, v in result.items()}
+    if values["precision"] is None:
+        values["notes"] = ["precision undefined: the model predicted no foreground on any image"]
+    return {"images": int(len(counts)), **values}
+
+
+def number(value: float | None, digits: int = 4) -> str:
+    """A metric for the console: ``0.8123``, or ``undefined`` where it is None."""
+    return "undefined" if value is None else f"{value:.{digits}f}"

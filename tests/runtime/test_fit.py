@@ -90,3 +90,26 @@ def test_eval_given_the_images_folder_asks_did_you_mean_the_dataset(tmp_path):
     data = copy_pairs("kvasir-seg__", tmp_path / "data")
     result = cli("eval", "--data", data / "images", "--model", "polyp")
     assert_one_line_error(result.exit_code, result.stderr, f"did you mean {data}?", "lvunet-eval")
+
+
+def test_a_run_where_nothing_is_found_says_so_once_and_precision_is_undefined(tmp_path):
+    import numpy as np
+    from lvunet_runtime.metrics import summarize
+    from PIL import Image
+
+    folder = tmp_path / "blank"
+    folder.mkdir()
+    for index in range(3):
+        Image.new("RGB", (120, 90), (90 + index, 40, 30)).save(folder / f"b{index}.png")
+    result = cli("infer", folder, "--out", tmp_path / "o", "--threshold", "0.99")
+    lines = [line for line in result.stderr.splitlines() if "no foreground" in line]
+    assert result.exit_code == 0 and len(lines) == 1, result.stderr
+    assert (
+        "no foreground in any of the 3 images: check --model and --threshold (now 0.99)" in lines[0]
+    )
+    counts = np.array([[0, 0, 40, 60], [0, 0, 0, 100]])  # tp, fp, fn, tn: nothing predicted
+    summary = summarize(counts)
+    assert summary["precision"] is None and "precision undefined" in summary["notes"][0]
+    assert summarize(np.array([[10, 5, 0, 85]]))[
+        "precision"
+    ] == 10 / 15 and "notes" not in summarize(np.array([[10, 5, 0, 85]]))

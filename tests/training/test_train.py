@@ -48,7 +48,11 @@ def test_metrics_trained_equals_fused_and_reload_reproduces_them(finished_run):
     saved = json.loads((run_dir / "metrics.json").read_text())
     assert saved["trained"] == metrics["trained"]
     for key in ("iou", "dice", "dataset_iou", "precision", "recall", "batch_pooled_iou"):
-        assert abs(saved["trained"][key] - saved["fused"][key]) <= 0.001
+        trained, fused = saved["trained"][key], saved["fused"][key]
+        if trained is None or fused is None:  # precision of a model that predicts nothing: undefined
+            assert trained is fused is None, key
+        else:
+            assert abs(trained - fused) <= 0.001, key
     assert saved["max_abs_logit_diff"] < 1e-3
     split = json.loads((run_dir / "split.json").read_text())
     model, info = load_checkpoint(run_dir / "best.pt")
@@ -254,5 +258,26 @@ def test_data_warnings_are_said_before_training_and_kept_in_its_metrics(tmp_path
     log = (out / "train.log").read_text()
     assert log.index("byte-identical") < log.index("epoch")  # before the first step
     assert json.loads((out / "metrics.json").read_text())["data_warnings"] == [warning]
-    _, info = load_checkpoint(out / "best.pt")  # colonoscopy frames: the model expects colour images
+    _, info = load_checkpoint(
+        out / "best.pt"
+    )  # colonoscopy frames: the model expects colour images
     assert info["contract"]["input_colour"] == "colour"
+
+
+def test_a_model_that_finds_nothing_on_the_test_split_is_said_so(tmp_path, monkeypatch):
+    import lvunet_edge.train as train_module
+
+    real = train_module.evaluate_trained_and_fused
+
+    def nothing_found(*args, **kwargs):
+        metrics = real(*args, **kwargs)
+        metrics["trained"]["precision"] = None  # as summarize reports a model that predicts nothing
+        return metrics
+
+    monkeypatch.setattr(train_module, "evaluate_trained_and_fused", nothing_found)
+    out = tmp_path / "run"
+    train(_config(out, epochs=1), progress=False)
+    assert (
+        "warning: the trained model predicts no foreground on any of the"
+        in (out / "train.log").read_text()
+    )
