@@ -334,7 +334,15 @@ def eval_command(
         None, help="Evaluate only these ids (one per line, # comments)."
     ),
     json_out: Path | None = typer.Option(None, "--json", help="Write all results here."),
-    overwrite: bool = typer.Option(False, help="Replace an existing --json file."),
+    csv_out: Path | None = typer.Option(
+        None, "--csv", help="Write one row per image here (id, IoU, Dice, counts, ms)."
+    ),
+    save_worst: tuple[int, Path] | None = typer.Option(
+        None,
+        help="N DIR: write DIR/<id>_worst.png for the N images of lowest Dice, with the model's "
+        "outline (green) and the ground truth's (magenta).",
+    ),
+    overwrite: bool = typer.Option(False, help="Replace existing --json, --csv or worst files."),
     provider: str | None = typer.Option(
         None, help="Execution provider(s), e.g. cpu, openvino or webgpu."
     ),
@@ -352,6 +360,9 @@ def eval_command(
     from lvunet_runtime.segmenter import Segmenter
 
     _check_report_file(json_out, overwrite)
+    _check_report_file(csv_out, overwrite)
+    if save_worst is not None:
+        _check_worst(save_worst)
     ids = None if split_file is None else read_id_list(split_file)
     pairs = find_pairs(data, ids)
     from lvunet_runtime.data import pair_warnings
@@ -403,8 +414,36 @@ def eval_command(
         typer.echo(f"lvunet-eval: skipped: {skipped}", err=True)
     if json_out:
         _write_report(json_out, json.dumps(result, indent=1) + "\n", overwrite)
+    if csv_out:
+        from lvunet_runtime.evaluate import per_image_csv
+
+        _write_report(csv_out, per_image_csv(result), overwrite)
+    if save_worst is not None:
+        _write_worst(segmenter, pairs, result, save_worst, overwrite)
     if result["skipped"]:
         raise typer.Exit(EXIT_PARTIAL)
+
+
+def _check_worst(save_worst: tuple[int, Path]) -> None:
+    count, folder = save_worst
+    if count < 1:
+        raise LVUNetRuntimeError(
+            f"--save-worst needs a number of images of at least 1, not {count}"
+        )
+    from lvunet_runtime.writer import check_output_folder
+
+    check_output_folder(folder)
+
+
+def _write_worst(segmenter, pairs, result, save_worst: tuple[int, Path], overwrite: bool) -> None:
+    from lvunet_runtime.evaluate import save_worst as write_worst
+    from lvunet_runtime.writer import OutputGuard
+
+    count, folder = save_worst
+    paths = write_worst(segmenter, pairs, result, count, folder, OutputGuard(overwrite=overwrite))
+    typer.echo(
+        f"worst {len(paths)}: {folder} (the model's outline green, the ground truth magenta)"
+    )
 
 
 bench_app = typer.Typer(add_completion=False, epilog=EXIT_CODES_HELP)

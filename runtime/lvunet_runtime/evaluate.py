@@ -94,3 +94,41 @@ def evaluate(
 def _metrics(rows: list[dict]) -> dict:
     counts = np.array([[r["tp"], r["fp"], r["fn"], 0] for r in rows], np.int64).reshape(-1, 4)
     return summarize(counts)
+
+
+CSV_COLUMNS = ("id", "iou", "dice", "tp", "fp", "fn", "ms", "in_training", "mask_rule")
+
+
+def per_image_csv(result: dict) -> str:
+    """``--csv``: one row per scored image (``CSV_COLUMNS``), in the order they were scored."""
+    import csv
+    import io
+
+    text = io.StringIO()
+    table = csv.writer(text)
+    table.writerow(CSV_COLUMNS)
+    for row in result["per_image"]:
+        table.writerow(
+            [f"{row[k]:.6f}" if isinstance(row[k], float) else row[k] for k in CSV_COLUMNS]
+        )
+    return text.getvalue()
+
+
+def save_worst(segmenter: Segmenter, pairs: list[Pair], result: dict, count: int, folder, guard):
+    """``--save-worst N DIR``: ``DIR/<id>_worst.png`` for the ``count`` images of lowest Dice: the image
+    with the model's outline (green) and the ground truth's (magenta); the paths, worst first."""
+    from pathlib import Path
+
+    from lvunet_runtime.outputs import encode_png, outlines
+
+    by_id = {pair.id: pair for pair in pairs}
+    written = []
+    for row in sorted(result["per_image"], key=lambda r: r["dice"])[:count]:
+        pair = by_id[row["id"]]
+        rgb, _ = load_image(pair.image)
+        target, _ = read_mask(pair.mask)
+        view = outlines(rgb, segmenter.predict(rgb).mask, target)
+        path = Path(folder) / f"{pair.id}_worst.png"
+        guard.write(path, encode_png(view))
+        written.append(path)
+    return written

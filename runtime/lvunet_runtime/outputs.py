@@ -53,6 +53,22 @@ def overlay(rgb: np.ndarray, mask: np.ndarray) -> np.ndarray:
     return out
 
 
+TRUTH_COLOUR = (255, 0, 255)  # RGB: the ground truth's outline, beside the model's (OVERLAY_COLOUR)
+
+
+def outlines(rgb: np.ndarray, predicted: np.ndarray, truth: np.ndarray) -> np.ndarray:
+    """The image with the model's outline (green) and the ground truth's (magenta), for a reader
+    comparing them (``lvunet-eval --save-worst``)."""
+    out = rgb.copy()
+    thickness = max(1, round(max(rgb.shape[:2]) / 300))
+    for mask, colour in ((truth, TRUTH_COLOUR), (predicted, OVERLAY_COLOUR)):
+        contours, _ = cv2.findContours(
+            mask.astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE
+        )
+        cv2.drawContours(out, contours, -1, colour, thickness)
+    return out
+
+
 def frame_stats(mask: np.ndarray) -> dict:
     """What a video's per-frame CSV needs: area (pixels, fraction) and the number of regions (one
     labelling pass without statistics, about half the cost of :func:`region_stats`)."""

@@ -113,3 +113,36 @@ def test_a_run_where_nothing_is_found_says_so_once_and_precision_is_undefined(tm
     assert summarize(np.array([[10, 5, 0, 85]]))[
         "precision"
     ] == 10 / 15 and "notes" not in summarize(np.array([[10, 5, 0, 85]]))
+
+
+def test_eval_writes_a_row_per_image_and_the_worst_images_with_both_outlines(tmp_path):
+    import csv
+    import json
+
+    import numpy as np
+    from PIL import Image
+
+    from tests.helpers import copy_pairs
+
+    data = copy_pairs("busi__", tmp_path / "data")
+    report, table, worst = tmp_path / "r.json", tmp_path / "r.csv", tmp_path / "worst"
+    args = ["--data", data, "--model", "breast-ultrasound", "--json", report, "--csv", table]
+    result = cli("eval", *args, "--save-worst", "2", worst)
+    assert result.exit_code == 0, result.stderr
+    rows = list(csv.DictReader(table.open()))
+    per_image = json.loads(report.read_text())["per_image"]
+    assert [r["id"] for r in rows] == [r["id"] for r in per_image] and len(rows) >= 3
+    assert all(
+        abs(float(a["dice"]) - b["dice"]) < 1e-6 for a, b in zip(rows, per_image, strict=True)
+    )
+    lowest = sorted(per_image, key=lambda r: r["dice"])[:2]
+    assert sorted(p.name for p in worst.iterdir()) == sorted(f"{r['id']}_worst.png" for r in lowest)
+    view = np.asarray(Image.open(worst / f"{lowest[0]['id']}_worst.png").convert("RGB"))
+    magenta = (view == (255, 0, 255)).all(axis=2).sum()
+    assert (
+        magenta > 10
+    )  # the ground truth's outline drawn (the model's is green where it found any)
+    again = cli("eval", *args[:4], "--save-worst", "2", worst)
+    assert (
+        again.exit_code == 1 and "exists" in again.stderr
+    )  # never over a file without --overwrite
