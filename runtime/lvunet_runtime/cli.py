@@ -186,6 +186,9 @@ def infer_command(
         tta=tta,
     )
     _note_provider("lvunet-infer", segmenter)
+    if inputs == ["-"]:
+        _stdin_to_stdout(segmenter, overlay or prob or json_out or dicom_seg, keep_largest)
+        return
     if camera is not None:
         typer.echo(run_camera(segmenter, camera, show, max_frames).line())
         return
@@ -240,6 +243,30 @@ def _check_infer_request(
         raise LVUNetRuntimeError(
             "give at least one INPUT (image, folder, pattern, video) or --camera N"
         )
+
+
+def _stdin_to_stdout(segmenter, other_outputs: bool, keep_largest: bool) -> None:
+    """``lvunet-infer -``: one image file on stdin, its mask PNG on stdout and nothing else there (any
+    note goes to stderr), as ``lvunet-infer`` writes ``<stem>_mask.png``."""
+    from lvunet_runtime.image import decode_image
+    from lvunet_runtime.outputs import mask_png
+
+    if other_outputs:
+        raise LVUNetRuntimeError(
+            "with - the mask PNG goes to stdout; --overlay, --prob, --json and --dicom-seg need a file"
+        )
+    if sys.stdout.isatty():
+        raise LVUNetRuntimeError(
+            "stdout is a terminal: redirect the mask PNG (lvunet-infer - < a.jpg > mask.png)"
+        )
+    data = sys.stdin.buffer.read()
+    rgb, _ = decode_image(data, name="stdin")
+    warning = segmenter.input_warning(rgb)
+    if warning:
+        typer.echo(f"lvunet-infer: warning: {warning}", err=True)
+    prediction = segmenter.predict(rgb, keep_largest=keep_largest)
+    sys.stdout.buffer.write(mask_png(prediction.mask))
+    sys.stdout.buffer.flush()
 
 
 def _pipeline_threads(inputs: list[str], camera: int | None, input_list: Path | None) -> int | None:

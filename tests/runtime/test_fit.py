@@ -146,3 +146,31 @@ def test_eval_writes_a_row_per_image_and_the_worst_images_with_both_outlines(tmp
     assert (
         again.exit_code == 1 and "exists" in again.stderr
     )  # never over a file without --overwrite
+
+
+def test_dash_reads_one_image_from_stdin_and_writes_only_its_mask_png_to_stdout(tmp_path):
+    import subprocess
+
+    from tests.helpers import entry_code
+
+    code = entry_code("infer", ["-"])
+    piped = subprocess.run(
+        [sys.executable, "-c", code],
+        input=KVASIR_IMAGE.read_bytes(),
+        capture_output=True,
+        timeout=120,
+    )
+    assert piped.returncode == 0, piped.stderr
+    assert cli("infer", KVASIR_IMAGE, "--out", tmp_path / "o").exit_code == 0
+    assert piped.stdout == (tmp_path / "o" / f"{KVASIR_IMAGE.stem}_mask.png").read_bytes()
+    grey = subprocess.run(
+        [sys.executable, "-c", code],
+        input=BUSI_IMAGE.read_bytes(),
+        capture_output=True,
+        timeout=120,
+    )
+    assert grey.stdout.startswith(b"\x89PNG") and b"warning" in grey.stderr  # notes on stderr only
+    empty = subprocess.run(
+        [sys.executable, "-c", code], input=b"", capture_output=True, timeout=120
+    )
+    assert empty.returncode == 1 and empty.stdout == b"" and b"stdin: empty file" in empty.stderr
