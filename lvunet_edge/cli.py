@@ -22,6 +22,7 @@ DEFAULTS = train_config_defaults()  # each option's default is its TrainConfig f
 
 app = typer.Typer(
     add_completion=False,
+    rich_markup_mode=None,  # plain help: fast, nothing cut, [extras] shown as written
     help="Train LV-UNet on a folder of images and masks.",
     epilog=EXIT_CODES_HELP,
 )

@@ -7,6 +7,7 @@ import subprocess
 import sys
 import zipfile
 
+import pytest
 import tomllib
 
 from tests.helpers import ROOT
@@ -102,3 +103,20 @@ def test_every_benchmark_script_is_in_the_index_and_every_timer_uses_the_shared_
             assert "from timing import" in text, path.name  # times with the shared function
         if path.name != "timing.py" and "json.dump" in text and "machine" in text:
             assert "machine_header(" in text, path.name  # one machine header per result file
+
+
+@pytest.mark.parametrize("program", ["infer", "eval", "bench", "serve", "train", "export"])
+def test_help_at_80_columns_cuts_no_word_and_shows_extras_as_written(program, tmp_path):
+    import os
+
+    from tests.helpers import run_entry
+
+    result = run_entry(program, ["--help"], env={**os.environ, "COLUMNS": "80"})
+    text = result.stdout
+    assert result.returncode == 0 and text.strip(), result.stderr
+    assert "\u2026" not in text  # no word cut with an ellipsis
+    assert max(len(line) for line in text.splitlines()) <= 80
+    assert "--debug" in text and "Exit codes" in text
+    assert "benchmarks/" not in text and "docs/" not in text  # a pip user has no such folders
+    if program == "infer":  # rich markup used to eat these: "(needs lvunet-runtime)"
+        assert "runtime[dicom]" in text and "runtime[ray]" in text

@@ -10,6 +10,7 @@ from lvunet_runtime.command import EXIT_CODES_HELP, run_command, version_option
 
 app = typer.Typer(
     add_completion=False,
+    rich_markup_mode=None,  # plain help: fast, nothing cut, [extras] shown as written
     help="Fuse, export, simplify and verify an LV-UNet checkpoint.",
     epilog=EXIT_CODES_HELP,
 )

@@ -44,7 +44,8 @@ def _providers(value: str | None) -> list[str] | None:
 
 TTA_HELP = (
     "Test-time augmentation: off; h averages with the mirror image (2 model runs); hv also flipped "
-    "upside down and both (4 runs). Measured effect: benchmarks/results/tta/."
+    "upside down and both (4 runs). Measured on the bundled models: hv raised test Dice by +0.009 "
+    "(Kvasir-SEG), +0.029 (CVC-ClinicDB) and +0.048 (BUSI) at 4x the model's time."
 )
 DEVICE_HELP = (
     "Device of the provider: with --provider openvino CPU, GPU, NPU or AUTO; with --provider webgpu "
@@ -74,7 +75,7 @@ def _write_report(path: Path, text: str, overwrite: bool) -> None:
     OutputGuard(overwrite=overwrite).write(path, text.encode())
 
 
-infer_app = typer.Typer(add_completion=False, epilog=EXIT_CODES_HELP)
+infer_app = typer.Typer(add_completion=False, epilog=EXIT_CODES_HELP, rich_markup_mode=None)
 
 
 @infer_app.command(epilog=EXIT_CODES_HELP)
@@ -348,7 +349,7 @@ def _merge_command(out: Path) -> None:
         raise typer.Exit(EXIT_PARTIAL)
 
 
-eval_app = typer.Typer(add_completion=False, epilog=EXIT_CODES_HELP)
+eval_app = typer.Typer(add_completion=False, epilog=EXIT_CODES_HELP, rich_markup_mode=None)
 
 
 @eval_app.command(epilog=EXIT_CODES_HELP)
@@ -473,7 +474,7 @@ def _write_worst(segmenter, pairs, result, save_worst: tuple[int, Path], overwri
     )
 
 
-bench_app = typer.Typer(add_completion=False, epilog=EXIT_CODES_HELP)
+bench_app = typer.Typer(add_completion=False, epilog=EXIT_CODES_HELP, rich_markup_mode=None)
 
 
 @bench_app.command(epilog=EXIT_CODES_HELP)

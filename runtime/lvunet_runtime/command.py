@@ -160,6 +160,10 @@ def _run(app: typer.Typer, program: str, args: list[str], debug: bool) -> int:
         return EXIT_INTERRUPTED
     except BrokenPipeError:
         raise  # handled by run_command: the reader of stdout went away
+    except SystemExit:
+        if type(sys.stdout).__name__ == "PacifyFlushWrapper":
+            raise BrokenPipeError from None  # typer's own handling of a broken stdout: exit 1
+        raise
     except OSError as exc:
         typer.echo(f"{program}: error: {_with_hint(describe_os_error(exc), exc)}", err=True)
         return EXIT_PARTIAL

@@ -23,7 +23,7 @@ from lvunet_runtime.serve.limits import (
 )
 
 INSTALL = "pip install 'lvunet-runtime[serve]'"
-serve_app = typer.Typer(add_completion=False, epilog=EXIT_CODES_HELP)
+serve_app = typer.Typer(add_completion=False, epilog=EXIT_CODES_HELP, rich_markup_mode=None)
 
 
 def _is_loopback(host: str) -> bool:
