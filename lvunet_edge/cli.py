@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import sys
 from dataclasses import fields
 from pathlib import Path
@@ -30,12 +29,15 @@ app = typer.Typer(
 
 @app.command(epilog=EXIT_CODES_HELP)
 def train_command(
-    data: Path | None = typer.Option(None, help="Folder with images/ and masks/."),
+    data: Path | None = typer.Option(
+        None, help="Folder with images/ and masks/ (required, unless --resume)."
+    ),
     out: Path = typer.Option(
         Path(DEFAULTS["out"]), help="Run folder (checkpoints, logs, metrics)."
     ),
     image_size: int = typer.Option(
-        DEFAULTS["image_size"], help="Training and evaluation size (multiple of 128)."
+        DEFAULTS["image_size"],
+        help="Training and evaluation size: 128, 256, 384, 512, ... (a multiple of 128).",
     ),
     epochs: int = typer.Option(DEFAULTS["epochs"]),
     deep_epochs: int | None = typer.Option(
@@ -95,7 +97,9 @@ def train_command(
         "the model, so export and lvunet-infer apply the same.",
     ),
     resume: Path | None = typer.Option(None, help="Continue the run in this folder."),
-    progress: bool = typer.Option(True, help="Show a progress bar."),
+    progress: bool = typer.Option(
+        True, help="Show a progress bar (on a terminal only: never in a log file)."
+    ),
     stop_after: int | None = typer.Option(None, help="Stop after N epochs (resume later)."),
     version: bool = version_option("lvunet-train", "lvunet_edge"),
 ) -> None:
@@ -108,7 +112,9 @@ def train_command(
     config = config_from_options(options) if resume is None else None
     run = resume or out
     try:
-        metrics = train(config, resume=resume, progress=progress, stop_after=stop_after)
+        metrics = train(
+            config, resume=resume, progress=progress and sys.stderr.isatty(), stop_after=stop_after
+        )
     except (KeyboardInterrupt, Interrupted):
         raise Interrupted(f"continue with --resume {run}") from None
     except (
@@ -119,8 +125,8 @@ def train_command(
             hint=f"the run stopped, its last.pt (if any) is complete: fix it and continue with "
             f"--resume {run}",
         ) from None
-    if metrics:
-        typer.echo(json.dumps({k: metrics[k] for k in ("trained", "fused")}, indent=1))
+    if metrics:  # the one-line test summary is in the log above; the numbers in metrics.json
+        typer.echo(f"lvunet-train: done: {Path(run) / 'metrics.json'}, best.pt, last.pt in {run}")
 
 
 def config_from_options(options: dict) -> object:

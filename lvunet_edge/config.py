@@ -88,9 +88,11 @@ class TrainConfig:
             raise LVUNetError(
                 f"lr must be positive and min-lr non-negative, not {self.lr} / {self.min_lr}"
             )
-        if self.image_size < 128:
+        if self.image_size < 128 or self.image_size % 128:
+            near = max(128, round(self.image_size / 128) * 128)
             raise LVUNetError(
-                f"image_size must be a positive multiple of 128, not {self.image_size}"
+                f"--image-size must be a positive multiple of 128 (128, 256, 384, 512, ...), not "
+                f"{self.image_size}; the nearest is {near}"
             )
         if self.image_size == 128 and self.batch_size == 1:
             raise LVUNetError(
@@ -104,8 +106,6 @@ class TrainConfig:
                 f"deep_epochs must be 0..epochs-1 ({self.epochs - 1}) so that at least one epoch "
                 f"trains at slope 1, not {self.deep_epochs}"
             )
-        if self.image_size % 128:
-            raise LVUNetError(f"image_size must be a multiple of 128, not {self.image_size}")
 
     @property
     def effective_deep_epochs(self) -> int:

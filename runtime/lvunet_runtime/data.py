@@ -204,6 +204,16 @@ def pair_warnings(pairs: list[Pair]) -> list[str]:
     ]
 
 
+def looks_like_mask(rgb: np.ndarray) -> bool:
+    """Whether a decoded RGB image holds exactly two grey values, as masks do (a masks folder given as
+    the images to segment): sampled on a grid, so it costs little per image."""
+    step = max(1, int((rgb.shape[0] * rgb.shape[1] / 16384) ** 0.5))
+    sample = rgb[::step, ::step].reshape(-1, rgb.shape[-1])
+    if not (sample == sample[:, :1]).all():
+        return False
+    return len(np.unique(sample[:, 0])) == 2
+
+
 def _values(image: Image.Image, side: int = 128) -> int:
     """How many distinct values (colours) a small copy of ``image`` holds (nearest-neighbour, so no
     value is made up; JPEGs decode at reduced size)."""

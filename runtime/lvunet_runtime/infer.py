@@ -19,6 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
+from lvunet_runtime.data import looks_like_mask
 from lvunet_runtime.errors import (
     ImageError,
     Interrupted,
@@ -66,9 +67,14 @@ class UnfitInputs:
 
     def __init__(self, segmenter: Segmenter, summary: RunSummary) -> None:
         self.segmenter, self.summary, self.count, self.first = segmenter, summary, 0, None
+        self.masks = 0  # inputs that look like masks (two grey values): a masks folder given?
         self._lock = threading.Lock()  # images are decoded by several threads
 
     def check(self, rgb: np.ndarray) -> None:
+        if looks_like_mask(rgb):
+            with self._lock:
+                self.masks += 1
+            return  # (a mask is grey: the colour warning would only repeat the point)
         warning = self.segmenter.input_warning(rgb)
         if warning:
             with self._lock:
@@ -76,6 +82,11 @@ class UnfitInputs:
                 self.first = self.first or warning
 
     def say(self) -> None:
+        if self.masks:
+            self.summary.notes.append(
+                f"warning: {self.masks} input(s) hold two grey values only, as masks do: is this "
+                "a masks folder? (lvunet-eval --data DIR scores masks against images)"
+            )
         if self.count:
             self.summary.notes.append(f"warning: {self.count} input(s): {self.first}")
 

@@ -174,3 +174,15 @@ def test_dash_reads_one_image_from_stdin_and_writes_only_its_mask_png_to_stdout(
         [sys.executable, "-c", code], input=b"", capture_output=True, timeout=120
     )
     assert empty.returncode == 1 and empty.stdout == b"" and b"stdin: empty file" in empty.stderr
+
+
+def test_a_masks_folder_given_as_images_is_said_once(tmp_path):
+    from tests.helpers import copy_pairs
+
+    data = copy_pairs("kvasir-seg__", tmp_path / "data")
+    result = cli("infer", data / "masks", "--out", tmp_path / "o")
+    lines = [line for line in result.stderr.splitlines() if "as masks do" in line]
+    assert result.exit_code == 0 and len(lines) == 1, result.stderr
+    assert "is this a masks folder?" in lines[0]
+    photos = cli("infer", data / "images", "--out", tmp_path / "o2")
+    assert "as masks do" not in photos.stderr

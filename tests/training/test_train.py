@@ -49,7 +49,9 @@ def test_metrics_trained_equals_fused_and_reload_reproduces_them(finished_run):
     assert saved["trained"] == metrics["trained"]
     for key in ("iou", "dice", "dataset_iou", "precision", "recall", "batch_pooled_iou"):
         trained, fused = saved["trained"][key], saved["fused"][key]
-        if trained is None or fused is None:  # precision of a model that predicts nothing: undefined
+        if (
+            trained is None or fused is None
+        ):  # precision of a model that predicts nothing: undefined
             assert trained is fused is None, key
         else:
             assert abs(trained - fused) <= 0.001, key
@@ -118,8 +120,12 @@ def test_cli_errors_are_one_line(tmp_path):
     result = _cli("--data", str(DATA), "--out", str(taken))
     assert result.returncode == 1 and "already holds a run" in result.stderr
     assert (taken / "last.pt").read_bytes() == b"a previous run"
-    result = _cli("--data", str(DATA), "--image-size", "100", "--out", str(tmp_path / "o"))
-    assert result.returncode == 1 and "multiple of 128" in result.stderr
+    result = _cli("--data", str(DATA), "--image-size", "200", "--out", str(tmp_path / "o"))
+    assert (
+        result.returncode == 1
+        and "--image-size must be a positive multiple of 128" in result.stderr
+    )
+    assert "(128, 256, 384, 512, ...), not 200; the nearest is 256" in result.stderr
     for args, expected in (
         (["--batch-size", "0"], "batch-size must be at least 1"),
         (["--image-size", "0"], "positive multiple of 128"),
@@ -281,3 +287,16 @@ def test_a_model_that_finds_nothing_on_the_test_split_is_said_so(tmp_path, monke
         "warning: the trained model predicts no foreground on any of the"
         in (out / "train.log").read_text()
     )
+
+
+def test_the_command_line_run_shows_no_progress_off_a_terminal_and_dumps_no_metrics(tmp_path):
+    out = tmp_path / "run"
+    args = ["--data", str(DATA), "--out", str(out), "--image-size", "128", "--epochs", "1"]
+    result = _subprocess_cli(*args, "--batch-size", "4")  # stderr is a pipe: not a terminal
+    assert result.returncode == 0, result.stderr
+    assert "\r" not in result.stderr + result.stdout  # no progress bar redraws in a log
+    assert '"trained"' not in result.stdout and "{" not in result.stdout  # no metrics.json dump
+    assert result.stdout.strip().splitlines()[-1] == (
+        f"lvunet-train: done: {out / 'metrics.json'}, best.pt, last.pt in {out}"
+    )
+    assert "test (" in result.stdout  # the one-line test summary stays
