@@ -135,7 +135,9 @@ def test_upload_threshold_download_in_a_real_browser(server, browser, downloads,
     polyp, busi = infer_masks
     browser.get(server)
     assert "not a medical device" in browser.find_element(By.ID, "not-a-device").text
-    wait(browser, lambda d: d.find_element(By.ID, "provider").text == "CPUExecutionProvider")
+    provider = browser.find_element(By.ID, "provider")  # in the first paint, in plain words
+    assert provider.text == "this computer's processor"
+    assert provider.get_attribute("title") == "CPUExecutionProvider"
     options = [
         o.get_attribute("value") for o in Select(browser.find_element(By.ID, "model")).options
     ]

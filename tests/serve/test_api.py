@@ -424,3 +424,15 @@ def test_lvunet_serve_starts_serves_and_stops_cleanly(tmp_path):
 def test_health_names_the_provider_and_no_adapter_on_the_cpu(client):
     health = json.loads(client.ok("GET", "/api/health")[1])
     assert health["providers"][0] == "CPUExecutionProvider" and health["adapter"] is None
+
+
+def test_the_page_comes_with_its_model_list_and_where_it_runs_in_plain_words(client):
+    _, html = client.ok("GET", "/")
+    page = html.decode()
+    assert '<option value="polyp" selected>polyp</option>' in page
+    assert '<option value="breast-ultrasound">breast-ultrasound</option>' in page
+    assert '<option value="polyp-copy.onnx">polyp-copy.onnx (folder)</option>' in page
+    assert 'title="CPUExecutionProvider">this computer&#x27;s processor</span>' in page
+    assert "green outline is what the model found" in page  # one line of help under the drop zone
+    health = json.loads(client.ok("GET", "/api/health")[1])
+    assert health["runs_on"] == "this computer's processor"

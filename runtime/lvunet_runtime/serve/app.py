@@ -416,7 +416,9 @@ def create_app(settings: Settings) -> FastAPI:
 
     @app.get("/", response_class=HTMLResponse, include_in_schema=False)
     def page() -> HTMLResponse:
-        return HTMLResponse((static / "index.html").read_text(encoding="utf-8"))
+        return HTMLResponse(
+            first_paint((static / "index.html").read_text(encoding="utf-8"), service)
+        )
 
     app.mount("/static", StaticFiles(directory=str(static)), name="static")
 
@@ -446,6 +448,51 @@ def fault_response(path: str, exc: Exception) -> JSONResponse:
         {"error": f"internal error ({type(exc).__name__}); the server keeps running"},
         status_code=500,
     )
+
+
+PROVIDER_WORDS = {
+    "CPUExecutionProvider": "this computer's processor",
+    "OpenVINOExecutionProvider": "this computer's processor, through OpenVINO",
+    "CUDAExecutionProvider": "the NVIDIA graphics card",
+    "TensorrtExecutionProvider": "the NVIDIA graphics card (TensorRT)",
+    "CoreMLExecutionProvider": "this Mac's Neural Engine or graphics",
+    "DmlExecutionProvider": "the graphics card (DirectX)",
+}
+
+
+def runs_on(segmenter: Segmenter) -> str:
+    """Where the model runs, in words a nurse understands (the provider's name goes in a tooltip)."""
+    adapter = segmenter.adapter
+    if adapter is not None:  # WebGPU: the adapter it chose
+        kind = "software graphics, slow" if adapter.kind != "gpu" else "the graphics card"
+        return f"{kind}: {adapter.name}"
+    return PROVIDER_WORDS.get(segmenter.active_providers[0], segmenter.active_providers[0])
+
+
+def first_paint(html: str, service: Service) -> str:
+    """The page with its model list and where the model runs already in it, so nothing is empty or
+    jumps while the page asks the API (the API's answers then only confirm them)."""
+    from html import escape
+
+    settings = service.settings
+    options = []
+    for name, source in service.models.sources().items():
+        shown = name if isinstance(source, str) else f"{name} (folder)"
+        chosen = " selected" if name == settings.model else ""
+        options.append(f'<option value="{escape(name)}"{chosen}>{escape(shown)}</option>')
+    html = html.replace(
+        '<select id="model"></select>', f'<select id="model">{"".join(options)}</select>'
+    )
+    try:
+        segmenter, _ = service.models.get(settings.model)
+        words, title = runs_on(segmenter), segmenter.active_providers[0]
+        html = html.replace(
+            '<span id="provider">...</span>',
+            f'<span id="provider" title="{escape(title)}">{escape(words)}</span>',
+        )
+    except ApiError:
+        pass  # the page's own request says what is wrong
+    return html
 
 
 def add_checks(app: FastAPI, allowed: set[str]) -> None:
@@ -497,6 +544,7 @@ def add_model_api(app: FastAPI, service: Service, settings: Settings) -> None:
             "default_model": settings.model,
             "model": segmenter.identity,
             "providers": segmenter.active_providers,
+            "runs_on": runs_on(segmenter),
             "adapter": segmenter.adapter.to_dict() if segmenter.adapter is not None else None,
             "model_runs": service.models.runs,
             "model_reloads": service.models.reloads,

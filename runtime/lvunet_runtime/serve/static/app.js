@@ -308,17 +308,19 @@ function stopCamera() {
 async function start() {
   try {
     const health = await (await api("/api/health")).json();
-    const adapter = health.adapter;  // WebGPU: the GPU (or software renderer) that runs the model
-    $("provider").textContent = adapter
-      ? `${health.providers[0]} on ${adapter.name} (${adapter.kind})`
-      : health.providers[0];
+    // where the model runs, in plain words; the provider's name in the tooltip
+    $("provider").textContent = health.runs_on;
+    $("provider").title = health.providers[0];
     $("version").textContent = health.version;
     const models = await (await api("/api/models")).json();
-    for (const m of models.models) {
-      const option = new Option(m.source === "bundled" ? m.name : `${m.name} (folder)`, m.name);
-      $("model").add(option);
+    const shown = [...$("model").options].map((o) => o.value).join("\n");
+    if (shown !== models.models.map((m) => m.name).join("\n")) {  // the server's first paint, or anew
+      $("model").replaceChildren();
+      for (const m of models.models) {
+        $("model").add(new Option(m.source === "bundled" ? m.name : `${m.name} (folder)`, m.name));
+      }
+      $("model").value = models.default;
     }
-    $("model").value = models.default;
     await modelChanged();
   } catch (e) { message(e.message); }
 }
