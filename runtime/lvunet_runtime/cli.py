@@ -93,6 +93,11 @@ def infer_command(
     json_out: bool = typer.Option(
         False, "--json", help="Also write <stem>.json (area, box, regions)."
     ),
+    watch: Path | None = typer.Option(
+        None,
+        help="Keep segmenting the files that appear in this folder (an export folder), each once, "
+        "also after a restart; a file still being copied is waited for. Ctrl+C stops.",
+    ),
     dicom_seg: bool = typer.Option(
         False,
         "--dicom-seg",
@@ -171,7 +176,16 @@ def infer_command(
         _merge_command(out)
         return
     inputs = inputs or []
-    _check_infer_request(inputs, camera, input_list, num_parts, part_id, video_codec)
+    if watch is not None and (inputs or camera is not None or input_list is not None):
+        raise LVUNetRuntimeError("--watch takes the folder to watch instead of INPUTs")
+    _check_infer_request(
+        inputs or ([str(watch)] if watch else []),
+        camera,
+        input_list,
+        num_parts,
+        part_id,
+        video_codec,
+    )
     if dicom_seg:
         from lvunet_runtime.dicom import check_seg_extra
 
@@ -213,6 +227,9 @@ def infer_command(
         ray_actors=ray_actors,
         dicom_seg=dicom_seg,
     )
+    if watch is not None:
+        _watch(watch, segmenter, options)
+        return
     summary = infer(inputs, segmenter, options)
     _report_run(summary, out)
 
@@ -244,6 +261,15 @@ def _check_infer_request(
         raise LVUNetRuntimeError(
             "give at least one INPUT (image, folder, pattern, video) or --camera N"
         )
+
+
+def _watch(folder: Path, segmenter, options) -> None:
+    from lvunet_runtime.watch import watch
+
+    if not folder.is_dir():
+        raise LVUNetRuntimeError(f"--watch {folder}: not a folder")
+    typer.echo(f"lvunet-infer: watching {folder} -> {options.out}; Ctrl+C stops", err=True)
+    watch(folder, segmenter, options, say=typer.echo)
 
 
 def _stdin_to_stdout(segmenter, other_outputs: bool, keep_largest: bool) -> None:

@@ -28,7 +28,7 @@ from lvunet_runtime.errors import (
     stops_the_run,
 )
 from lvunet_runtime.image import load_image
-from lvunet_runtime.inputs import collect_inputs, read_path_list
+from lvunet_runtime.inputs import Inputs, collect_inputs, read_path_list
 from lvunet_runtime.lock import run_lock
 from lvunet_runtime.outputs import finish_image
 from lvunet_runtime.pipeline import run_pipeline
@@ -212,15 +212,19 @@ def _run_images_then_videos(segmenter, images, videos, options, guard, summary, 
             summary.failed.append(failure_entry(job.source, exc))
 
 
-def infer(inputs: list[str], segmenter: Segmenter, options: InferOptions) -> RunSummary:
-    """Segment every input; bad inputs are recorded in the summary and skipped.
+def infer(
+    inputs: list[str], segmenter: Segmenter, options: InferOptions, *, found: Inputs | None = None
+) -> RunSummary:
+    """Segment every input (or the sources ``found`` already, as ``--watch`` does); bad inputs are
+    recorded in the summary and skipped.
 
     Raises:
         OutputError: before any work, when the output folder or its record forbids the run.
     """
-    if options.input_list is not None:
-        inputs = [*inputs, *read_path_list(options.input_list)]
-    found = collect_inputs(inputs, options.recursive)
+    if found is None:
+        if options.input_list is not None:
+            inputs = [*inputs, *read_path_list(options.input_list)]
+        found = collect_inputs(inputs, options.recursive)
     settings = run_settings(segmenter, options)
     summary = RunSummary(
         model=segmenter.identity, providers=segmenter.active_providers, settings=settings

@@ -57,11 +57,8 @@ def _count(number: int, noun: str) -> str:
 
 def image_line(entry: dict) -> str:
     """One image's console line: ``scan.jpg: 12.3% foreground (4210 px), 1 region``."""
-    regions = entry.get("regions", 0)
-    return (
-        f"{entry['input']}: {entry['area_fraction']:.1%} foreground ({entry['area_px']} px), "
-        f"{_count(regions, 'region')}"
-    )
+    line = f"{entry['input']}: {entry['area_fraction']:.1%} foreground ({entry['area_px']} px)"
+    return line + (f", {_count(entry['regions'], 'region')}" if "regions" in entry else "")
 
 
 @dataclass
