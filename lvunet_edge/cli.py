@@ -67,7 +67,7 @@ def train_command(
     augment: str = typer.Option(
         DEFAULTS["augment"],
         help="Augmentation recipe: basic (90-degree rotations, flips) or strong (also colour, "
-        "specular highlights, scale/rotate/shift, blur); see lvunet_edge/augment.py.",
+        "specular highlights, scale/rotate/shift, blur).",
     ),
     ema: float = typer.Option(
         DEFAULTS["ema"],

@@ -15,6 +15,7 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 import torch.distributed as dist
 from lvunet_runtime.contract import ModelContract, dataset_colour, image_colour
@@ -30,7 +31,7 @@ from torch import nn
 from tqdm import tqdm
 
 from lvunet_edge.augment import augment_batch, multi_scale
-from lvunet_edge.checkpoint import read_checkpoint, save_checkpoint
+from lvunet_edge.checkpoint import load_checkpoint, read_checkpoint, save_checkpoint
 from lvunet_edge.config import TrainConfig, training_contract, training_recipe
 from lvunet_edge.dataset import ArrayDataset, load_dataset, make_split, write_split
 from lvunet_edge.distill import (
@@ -45,12 +46,14 @@ from lvunet_edge.evaluation import (
     evaluate_counts,
     evaluate_trained_and_fused,
     masks_of,
+    predict_logits,
     record_test_metrics,
 )
 from lvunet_edge.losses import bce_dice_loss
 from lvunet_edge.model import LVUNet, build_model
 from lvunet_edge.pretrained import load_mobilenet_v3_weights
 from lvunet_edge.reparam import set_act_slope, slope_schedule
+from lvunet_edge.report import integrity_report, results_png
 from lvunet_edge.supervision import SideOutputs
 
 RUN_FILES = ("split.json", "log.jsonl", "train.log", "best.pt", "metrics.json")  # and last.pt
@@ -242,8 +245,6 @@ def load_data(run: Run, state: dict[str, Any] | None) -> None:
     config = run.config
     pairs = find_pairs(config.data)
     run.data_warnings = pair_warnings(pairs)
-    for warning in run.data_warnings:
-        run.log(f"warning: {warning}")
     dataset = load_dataset(pairs, run.contract, config.workers)
     check_mask_rules(dataset.mask_rules, Path(config.data) / "masks")  # never train on nothing
     split = (
@@ -274,6 +275,8 @@ def load_data(run: Run, state: dict[str, Any] | None) -> None:
     run.images = torch.from_numpy(train_set.images).to(run.device)  # (N, S, S, 3) uint8, resident
     run.masks = torch.from_numpy(train_set.masks).to(run.device)  # (N, S, S) uint8
     if run.main:
+        for line in integrity_report(pairs, dataset, run.data_warnings):  # before the first step
+            run.log(line)
         write_split(run.run_dir / "split.json", split)
         rules = describe_mask_rules(dataset.mask_rules)
         sizes = "/".join(str(len(run.sets[k].ids)) for k in ("train", "val", "test"))
@@ -491,6 +494,18 @@ def end_of_epoch(run: Run, epoch: int, stats: dict[str, float], started: float) 
     )
 
 
+def draw_results(run: Run, count: int = 4) -> Path:
+    """``results.png``: the run's curves and ``count`` validation images (evenly spaced ids) with the
+    best checkpoint's predictions."""
+    val = run.sets["val"]
+    rows = np.linspace(0, len(val.ids) - 1, num=min(count, len(val.ids)), dtype=int)
+    model, _ = load_checkpoint(run.run_dir / "best.pt", map_location=run.device)
+    images = val.images[rows]
+    masks = masks_of(predict_logits(model, images, run.device, run.contract), run.contract)
+    mosaic = [(images[i], val.masks[r], masks[i]) for i, r in enumerate(rows)]
+    return results_png(run.run_dir, mosaic)
+
+
 def final_test(run: Run) -> dict:
     """The best fusible checkpoint on the test split, trained and fused; ``metrics.json`` and best.pt."""
     test_set = run.sets["test"]
@@ -513,9 +528,8 @@ def final_test(run: Run) -> dict:
         f"Dice {metrics['trained']['dice']:.4f}; fused IoU {metrics['fused']['iou']:.4f} "
         f"Dice {metrics['fused']['dice']:.4f}; max |logit diff| {metrics['max_abs_logit_diff']:.2e}"
     )
-    if (
-        metrics["trained"]["precision"] is None
-    ):  # a result that looks like numbers but means nothing
+    run.log(f"results: {draw_results(run)} (curves and validation predictions)")
+    if metrics["trained"]["precision"] is None:  # numbers that mean nothing: say so
         run.log(
             f"warning: the trained model predicts no foreground on any of the {len(test_set.ids)} "
             "test images: train longer, check the masks (metrics.json mask_rules) or the threshold"

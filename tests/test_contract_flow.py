@@ -111,6 +111,8 @@ def test_checkpoint_records_its_contract_and_export_follows_it(trained_run, tmp_
     for key in ("images", "iou", "dice", "dataset_iou", "precision", "recall"):
         assert contract.test_metrics[key] == measured[key], key
     assert contract.test_metrics["measured_on"].startswith("this file")
+    finds_nothing = any("predicts no foreground on any of the" in n for n in report.notes)
+    assert finds_nothing == (measured["precision"] is None)  # said exactly when it is so
     (tmp_path / "ids.txt").write_text("\n".join(split["test"]) + "\n")
     result = cli("eval", "--model", out, "--data", DATA, "--split-file", tmp_path / "ids.txt")
     assert result.exit_code == 0 and f"IoU {contract.test_metrics['iou']:.4f}" in result.stdout

@@ -263,6 +263,16 @@ def test_data_warnings_are_said_before_training_and_kept_in_its_metrics(tmp_path
     assert "byte-identical copies" in warning and "copy-of-first" in warning
     log = (out / "train.log").read_text()
     assert log.index("byte-identical") < log.index("epoch")  # before the first step
+    report = [line for line in log.splitlines() if line.startswith("data: ")]
+    assert report[0].startswith(f"data: {len(list((data / 'images').iterdir()))} image/mask pairs")
+    assert any("object share of the image median" in line for line in report)
+    assert log.index("object share") < log.index("epoch 1/")
+    results = out / "results.png"  # the curves and validation predictions, after the last epoch
+    from PIL import Image
+
+    with Image.open(results) as image:
+        assert image.format == "PNG" and image.size[0] >= 1000
+    assert f"results: {results}" in log
     assert json.loads((out / "metrics.json").read_text())["data_warnings"] == [warning]
     _, info = load_checkpoint(
         out / "best.pt"
