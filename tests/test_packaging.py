@@ -118,5 +118,7 @@ def test_help_at_80_columns_cuts_no_word_and_shows_extras_as_written(program, tm
     assert max(len(line) for line in text.splitlines()) <= 80
     assert "--debug" in text and "Exit codes" in text
     assert "benchmarks/" not in text and "docs/" not in text  # a pip user has no such folders
+    if program == "train":
+        assert "(required," in text and "unless --resume)" in text  # wrapped at 80 columns
     if program == "infer":  # rich markup used to eat these: "(needs lvunet-runtime)"
         assert "runtime[dicom]" in text and "runtime[ray]" in text
