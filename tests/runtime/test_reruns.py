@@ -50,7 +50,8 @@ def _waiting_at_model_call(calls: int) -> str:
         "    count[0] += 1\n"
         f"    if count[0] == {calls}:\n"
         "        print('ready', flush=True)\n"
-        "        time.sleep(60)\n"
+        "        for _ in range(1200):\n"  # short sleeps: a signal that the kernel hands to another
+        "            time.sleep(0.05)\n"  # thread still reaches the main thread within 50 ms
         "    return real(self, prepared)\n"
         "Segmenter.run_prepared = run\n"
     )
@@ -82,7 +83,9 @@ def test_a_killed_run_is_finished_by_the_same_command(tmp_path):
     assert record["status"] == "done" and record["skipped_existing"] == len(left)
     assert not list(out.glob(".lvunet-*"))
     third = cli("infer", folder, "--out", out, "--json", *MODEL)
-    assert third.exit_code == 0 and "nothing to do: the outputs of 8 inputs exist" in third.stdout  # everything is ours now
+    assert (
+        third.exit_code == 0 and "nothing to do: the outputs of 8 inputs exist" in third.stdout
+    )  # everything is ours now
 
 
 def test_sigterm_ends_like_ctrl_c_and_a_rerun_does_the_rest(tmp_path):
