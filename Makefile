@@ -2,8 +2,8 @@
 #   make demo   install the runtime alone and segment the bundled sample images
 #   make test   install everything the tests need (CPU torch, pinned in constraints.txt) and run them
 #
-# `make test` runs these parts; budget on a 2-core CI machine (keep the sum under 20 min; a fresh clone took 10 min 34 s on 2026-12-02 before test-dicom, with other work running on the machine and chromium and libvulkan1 already installed; their apt install adds about 0.5 min):
-#   test-full     .venv, Python 3.11: training, export, runtime, corpus     ~1.5 min install + ~3 min tests
+# `make test` runs these parts; budget on a 2-core CI machine (keep the sum under 20 min; a fresh clone took 13 min 48 s on 2026-12-02 with nothing else running, chromium, libvulkan1 and dicom3tools already installed; their apt install adds about 0.5 min):
+#   test-full     .venv, Python 3.11: training, export, runtime, corpus     ~2 min install + ~3.2 min tests
 #                 (of which the corpus: the server's attacks ~25 s, names and places ~12 s, reruns ~10 s)
 #   test-runtime  .venv-runtime, the runtime alone (no torch, no onnx)      ~0.5 min install + ~0.2 min tests
 #   test-oldest   Python 3.10: runtime tests + demo, newest pins for 3.10    ~0.5 min install + ~0.3 min
