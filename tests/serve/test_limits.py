@@ -336,10 +336,16 @@ def test_two_files_in_one_form_are_refused_by_name():
         assert status == 400 and "found 2: 'file', 'second'" in json.loads(data)["error"]
 
 
-def test_a_replaced_model_file_is_served_by_its_new_hash_and_said_so(tmp_path, capfd):
+def _models_folder(tmp_path, name: str):
+    """A --models-dir holding the bundled polyp model as ``name``."""
     folder = tmp_path / "models"
     folder.mkdir()
-    shutil.copy(resolve_model("polyp"), folder / "clinic.onnx")
+    shutil.copy(resolve_model("polyp"), folder / name)
+    return folder
+
+
+def test_a_replaced_model_file_is_served_by_its_new_hash_and_said_so(tmp_path, capfd):
+    folder = _models_folder(tmp_path, "clinic.onnx")
     with running(Settings(models_dir=folder)) as client:
         head, before = client.ok("POST", "/api/segment?model=clinic.onnx&output=probability", JPEG)
         old_identity = head["x-model-identity"]
@@ -361,9 +367,7 @@ def test_a_replaced_model_file_is_served_by_its_new_hash_and_said_so(tmp_path, c
 
 
 def test_a_model_file_rewritten_with_the_same_bytes_is_not_reloaded(tmp_path):
-    folder = tmp_path / "models"
-    folder.mkdir()
-    shutil.copy(resolve_model("polyp"), folder / "same.onnx")
+    folder = _models_folder(tmp_path, "same.onnx")
     with running(Settings(models_dir=folder)) as client:
         client.ok("POST", "/api/segment?model=same.onnx", JPEG)
         (folder / "same.onnx").write_bytes(resolve_model("polyp").read_bytes())  # new mtime
@@ -372,9 +376,7 @@ def test_a_model_file_rewritten_with_the_same_bytes_is_not_reloaded(tmp_path):
 
 
 def test_a_model_file_replaced_by_a_broken_one_is_refused_not_served_stale(tmp_path):
-    folder = tmp_path / "models"
-    folder.mkdir()
-    shutil.copy(resolve_model("polyp"), folder / "m.onnx")
+    folder = _models_folder(tmp_path, "m.onnx")
     with running(Settings(models_dir=folder)) as client:
         client.ok("POST", "/api/segment?model=m.onnx", JPEG)
         nan_weights_model(resolve_model("polyp"), folder / "m.onnx")
