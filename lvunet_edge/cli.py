@@ -96,6 +96,20 @@ def train_command(
         help="Probability above which a pixel is foreground: used to score the run and written into "
         "the model, so export and lvunet-infer apply the same.",
     ),
+    channels_last: bool = typer.Option(
+        DEFAULTS["channels_last"],
+        help="NHWC activations (the same arithmetic; about 2x faster training on a CPU).",
+    ),
+    compile: bool = typer.Option(
+        DEFAULTS["compile"],
+        help="torch.compile the training step (its first step compiles: minutes on a CPU, where it "
+        "measured slower; see benchmarks/train_speed.py).",
+    ),
+    seeds: str | None = typer.Option(
+        None,
+        help="Train one run per seed (e.g. 1,2,3) together in this process, each device step carrying "
+        "a batch of every run; each run into its own folder OUT-seedN (with --resume: continue them).",
+    ),
     resume: Path | None = typer.Option(None, help="Continue the run in this folder."),
     progress: bool = typer.Option(
         True, help="Show a progress bar (on a terminal only: never in a log file)."
@@ -111,22 +125,61 @@ def train_command(
         raise LVUNetRuntimeError("give --data DIR (or --resume RUN_DIR)")
     config = config_from_options(options) if resume is None else None
     run = resume or out
+    progress = progress and sys.stderr.isatty()
     try:
-        metrics = train(
-            config, resume=resume, progress=progress and sys.stderr.isatty(), stop_after=stop_after
-        )
+        if seeds is not None:
+            return train_seeds(config, parse_seeds(seeds), resume, progress, stop_after)
+        metrics = train(config, resume=resume, progress=progress, stop_after=stop_after)
     except (KeyboardInterrupt, Interrupted):
-        raise Interrupted(f"continue with --resume {run}") from None
+        raise Interrupted(f"continue with {resume_words(run, seeds)}") from None
     except (
         OSError
     ) as exc:  # disk full, permission lost: the checkpoints written so far are complete
         raise StoppedError(
             describe_os_error(exc),
             hint=f"the run stopped, its last.pt (if any) is complete: fix it and continue with "
-            f"--resume {run}",
+            f"{resume_words(run, seeds)}",
         ) from None
     if metrics:  # the one-line test summary is in the log above; the numbers in metrics.json
         typer.echo(f"lvunet-train: done: {Path(run) / 'metrics.json'}, best.pt, last.pt in {run}")
+
+
+def parse_seeds(text: str) -> list[int]:
+    """``--seeds 1,2,3`` as integers (one line saying what is wrong otherwise)."""
+    try:
+        seeds = [int(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        seeds = []
+    if not seeds:
+        raise LVUNetRuntimeError(
+            f"--seeds takes comma-separated whole numbers such as 1,2,3, not {text!r}"
+        )
+    return seeds
+
+
+def resume_words(run: Path, seeds: str | None) -> str:
+    """How to continue this command's run(s)."""
+    return f"--resume {run}" + ("" if seeds is None else f" --seeds {seeds}")
+
+
+def train_seeds(config, seeds: list[int], resume: Path | None, progress: bool, stop_after) -> None:
+    """``--seeds``: the runs OUT-seedN trained together (resumed together with --resume OUT)."""
+    from lvunet_edge.multirun import seed_runs, train_many
+
+    if resume is not None:
+        folders = [Path(f"{resume}-seed{seed}") for seed in seeds]
+        hint = resume_words(resume, ",".join(map(str, seeds)))
+        results = train_many(resume=folders, progress=progress, stop_after=stop_after, hint=hint)
+    else:
+        configs = seed_runs(config, seeds)
+        folders = [Path(c.out) for c in configs]
+        hint = resume_words(Path(config.out), ",".join(map(str, seeds)))
+        results = train_many(configs, progress=progress, stop_after=stop_after, hint=hint)
+    if all(results):
+        names = ", ".join(str(f) for f in folders)
+        typer.echo(
+            f"lvunet-train: done: {len(folders)} runs, metrics.json, best.pt, last.pt in {names}"
+        )
 
 
 def config_from_options(options: dict) -> object:

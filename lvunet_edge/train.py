@@ -28,6 +28,7 @@ from lvunet_runtime.data import (
 from lvunet_runtime.errors import first_line
 from lvunet_runtime.lock import remove_stale_temporaries
 from torch import nn
+from torch.profiler import record_function
 from tqdm import tqdm
 
 from lvunet_edge.augment import augment_batch, multi_scale
@@ -87,6 +88,7 @@ class Run:
     masks: torch.Tensor | None = None
     model: LVUNet | None = None
     net: nn.Module | None = None
+    step_net: Any = None  # what a training step calls: net, or torch.compile(net) with --compile
     optimizer: torch.optim.Optimizer | None = None
     scheduler: Any = None
     generator: torch.Generator | None = None
@@ -319,6 +321,10 @@ def build_training(run: Run, state: dict[str, Any] | None) -> None:
     elif state is None:
         run.log("encoder: no --pretrained weights, training from scratch")
     model.to(run.device)
+    if (
+        config.channels_last
+    ):  # NHWC: the convolutions' fast layout (the same arithmetic, rounded apart)
+        model.to(memory_format=torch.channels_last)
     run.model = model
     if config.ema:  # averaged copy made before the side heads hook into the model (it needs none)
         from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
@@ -334,7 +340,7 @@ def build_training(run: Run, state: dict[str, Any] | None) -> None:
             )
         run.side = SideOutputs(model).to(run.device)
         parameters += list(run.side.parameters())
-    run.optimizer = torch.optim.Adam(parameters, lr=config.lr)
+    run.optimizer = torch.optim.Adam(parameters, lr=config.lr, fused=True)  # one kernel per step
     run.scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(
         run.optimizer, T_max=config.epochs, eta_min=config.min_lr
     )
@@ -342,6 +348,7 @@ def build_training(run: Run, state: dict[str, Any] | None) -> None:
     if state is not None:
         restore_state(run, state)
     run.net = wrap_distributed(run)
+    run.step_net = compiled(run) if config.compile else run.net
 
 
 def restore_state(run: Run, state: dict[str, Any]) -> None:
@@ -364,6 +371,12 @@ def restore_state(run: Run, state: dict[str, Any]) -> None:
     run.log(f"resuming {run.run_dir} at epoch {run.start_epoch} of {run.config.epochs}")
 
 
+def compiled(run: Run) -> Any:
+    """``torch.compile`` of the training net (its first step compiles: minutes on a CPU, said here)."""
+    run.log("compiling the training step with torch.compile (the first step takes longer)")
+    return torch.compile(run.net)
+
+
 def wrap_distributed(run: Run) -> nn.Module:
     """DDP (with SyncBatchNorm on CUDA) when several processes train; the model itself otherwise."""
     if run.world == 1:
@@ -381,54 +394,108 @@ def wrap_distributed(run: Run) -> nn.Module:
     )
 
 
+@dataclass
+class Batch:
+    """One step's augmented input, targets (mask in channel 0) and deep-training slope."""
+
+    x: torch.Tensor
+    targets: torch.Tensor
+    slope: float
+
+
+class Tally:
+    """A run's training loss and pixel counts over an epoch, kept on the device: no host sync per step."""
+
+    def __init__(self, device: torch.device) -> None:
+        self.losses: list[torch.Tensor] = []
+        self.tp_fp_fn = torch.zeros(3, device=device)
+
+    @torch.no_grad()
+    def add(self, run: Run, logits: torch.Tensor, loss: torch.Tensor, y: torch.Tensor) -> None:
+        pred, target = masks_of(logits.detach(), run.contract), y > 0.5
+        self.tp_fp_fn += torch.stack(
+            [(pred & target).sum(), (pred & ~target).sum(), (~pred & target).sum()]
+        ).float()
+        self.losses.append(loss.detach())
+
+    def stats(self) -> dict[str, float]:
+        tp, fp, fn = self.tp_fp_fn.tolist()  # the epoch's one host sync
+        loss = float(torch.stack(self.losses).mean())
+        return {"train_loss": loss, "train_iou": tp / max(tp + fp + fn, 1)}
+
+
+def epoch_order(run: Run) -> torch.Tensor:
+    """This rank's share of the training set in the epoch's random order (drawn from the run's generator)."""
+    return torch.randperm(len(run.sets["train"].ids), generator=run.generator)[
+        run.rank :: run.world
+    ]
+
+
+def next_batch(run: Run, order: torch.Tensor, epoch: int, step: int) -> Batch:
+    """Set the step's slope and draw its augmented batch, every random number from the run's generator."""
+    config = run.config
+    slope = run.slope(epoch * run.steps_per_epoch + step)
+    set_act_slope(run.model, slope)
+    with record_function("augment"):
+        idx = order[step * config.batch_size : (step + 1) * config.batch_size].to(run.device)
+        targets = run.masks[idx, None].float()
+        if run.soft is not None:  # the soft targets move with the mask through augmentation
+            targets = torch.cat([targets, run.soft[idx, None].float() / 255.0], 1)
+        x, targets = augment_batch(
+            config.augment, run.images[idx], targets, run.contract, run.generator
+        )
+        if config.multi_scale:
+            x, targets = multi_scale(x, targets, config.image_size, run.generator)
+        if config.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+    return Batch(x, targets, slope)
+
+
+def autocast(run: Run) -> Any:
+    """bfloat16 autocast on CUDA (``--amp``); a no-op context elsewhere."""
+    use_amp = run.config.amp and run.device.type == "cuda"
+    return torch.autocast(run.device.type, dtype=torch.bfloat16, enabled=use_amp)
+
+
+def optimizer_step(run: Run, batch: Batch) -> None:
+    """The update after the gradients are in: Adam, then the moving average with --ema."""
+    with record_function("optimizer"):
+        run.optimizer.step()
+        if run.ema is not None:
+            run.ema.update_parameters(run.model)
+            set_act_slope(run.ema.module, batch.slope)  # the slope is a buffer: never averaged
+
+
 def train_epoch(run: Run, epoch: int, progress: bool) -> dict[str, float]:
     """One pass over this rank's share of the training set, the slope rising per step."""
-    config, train_set = run.config, run.sets["train"]
-    images, masks = run.images, run.masks
-    use_amp = config.amp and run.device.type == "cuda"
     run.net.train()
-    order = torch.randperm(len(train_set.ids), generator=run.generator)[run.rank :: run.world]
-    losses, tp_fp_fn = [], torch.zeros(3, device=run.device)
+    order, tally = epoch_order(run), Tally(run.device)
     bar = tqdm(
         range(run.steps_per_epoch),
-        desc=f"epoch {epoch + 1}/{config.epochs}",
+        desc=f"epoch {epoch + 1}/{run.config.epochs}",
         disable=not (progress and run.main),
         leave=False,
     )
     for step in bar:
-        slope = run.slope(epoch * run.steps_per_epoch + step)
-        set_act_slope(run.model, slope)
-        idx = order[step * config.batch_size : (step + 1) * config.batch_size].to(run.device)
-        targets = masks[idx, None].float()
-        if run.soft is not None:  # the soft targets move with the mask through augmentation
-            targets = torch.cat([targets, run.soft[idx, None].float() / 255.0], 1)
-        x, targets = augment_batch(
-            config.augment, images[idx], targets, run.contract, run.generator
-        )
-        if config.multi_scale:
-            x, targets = multi_scale(x, targets, config.image_size, run.generator)
-        y = targets[:, :1]
-        with torch.autocast(run.device.type, dtype=torch.bfloat16, enabled=use_amp):
-            logits = run.net(x)
-            side = run.side.logits(tuple(x.shape[-2:])) if run.side is not None else []
-        loss = batch_loss(run, logits, side, targets)
-        run.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        run.optimizer.step()
-        if run.ema is not None:
-            run.ema.update_parameters(run.model)
-            set_act_slope(run.ema.module, slope)  # the slope is a buffer: never averaged
-        with torch.no_grad():
-            pred, target = masks_of(logits.detach(), run.contract), y > 0.5
-            tp_fp_fn += torch.stack(
-                [(pred & target).sum(), (pred & ~target).sum(), (~pred & target).sum()]
-            ).float()
-        losses.append(loss.detach())
-        if step % 10 == 0:
-            bar.set_postfix(loss=f"{losses[-1].item():.4f}", slope=f"{slope:.3f}")
+        batch = next_batch(run, order, epoch, step)
+        train_step(run, batch, tally)
+        if progress and step % 10 == 0:  # a host sync: only when a bar shows it
+            bar.set_postfix(loss=f"{tally.losses[-1].item():.4f}", slope=f"{batch.slope:.3f}")
     run.scheduler.step()
-    tp, fp, fn = tp_fp_fn.tolist()
-    return {"train_loss": float(torch.stack(losses).mean()), "train_iou": tp / max(tp + fp + fn, 1)}
+    return tally.stats()
+
+
+def train_step(run: Run, batch: Batch, tally: Tally) -> None:
+    """Forward, loss, backward and update of one batch (no host sync)."""
+    with record_function("forward"), autocast(run):
+        logits = run.step_net(batch.x)
+        side = run.side.logits(tuple(batch.x.shape[-2:])) if run.side is not None else []
+    loss = batch_loss(run, logits, side, batch.targets)
+    run.optimizer.zero_grad(set_to_none=True)
+    with record_function("backward"):
+        loss.backward()
+    optimizer_step(run, batch)
+    tally.add(run, logits, loss, batch.targets[:, :1])
 
 
 def batch_loss(
@@ -451,11 +518,12 @@ def end_of_epoch(run: Run, epoch: int, stats: dict[str, float], started: float) 
     """Validate, log, and checkpoint: ``last.pt`` always, ``best.pt`` for the best fusible epoch."""
     train_time = time.perf_counter() - started
     val_set = run.sets["val"]
-    val = (
-        evaluate_counts(run.kept, val_set, run.device, run.contract)
-        if val_set.ids
-        else {"iou": float("nan")}
-    )
+    with record_function("validation"):
+        val = (
+            evaluate_counts(run.kept, val_set, run.device, run.contract)
+            if val_set.ids
+            else {"iou": float("nan")}
+        )
     end_slope = run.slope((epoch + 1) * run.steps_per_epoch - 1)
     record = {
         "epoch": epoch,
@@ -472,7 +540,18 @@ def end_of_epoch(run: Run, epoch: int, stats: dict[str, float], started: float) 
     fusible = end_slope == 1.0 and run.slope(epoch * run.steps_per_epoch) == 1.0
     val_score = val["iou"] if val_set.ids else -stats["train_loss"]
     info = run.checkpoint_info(epoch, val)
-    if fusible and val_score > run.best["val_iou"]:
+    with record_function("checkpoint"):
+        save_checkpoints(run, info, fusible and val_score > run.best["val_iou"], epoch, val_score)
+    run.log(
+        f"epoch {epoch + 1}/{run.config.epochs} slope {end_slope:.4f} loss "
+        f"{stats['train_loss']:.4f} train IoU {stats['train_iou']:.4f} val IoU {val['iou']:.4f} "
+        f"({record['epoch_time_s']:.1f} s)"
+    )
+
+
+def save_checkpoints(run: Run, info: dict, better: bool, epoch: int, val_score: float) -> None:
+    """``best.pt`` when this epoch is the best fusible one so far; ``last.pt`` always."""
+    if better:
         run.best = {"epoch": epoch, "val_iou": val_score}
         save_checkpoint(run.run_dir / "best.pt", run.kept, **info, best=run.best)
     save_checkpoint(
@@ -486,11 +565,6 @@ def end_of_epoch(run: Run, epoch: int, stats: dict[str, float], started: float) 
         torch_rng=torch.get_rng_state(),
         **({} if run.ema is None else {"ema": run.ema.state_dict()}),
         **({} if run.side is None else {"side": run.side.state_dict()}),
-    )
-    run.log(
-        f"epoch {epoch + 1}/{run.config.epochs} slope {end_slope:.4f} loss "
-        f"{stats['train_loss']:.4f} train IoU {stats['train_iou']:.4f} val IoU {val['iou']:.4f} "
-        f"({record['epoch_time_s']:.1f} s)"
     )
 
 

@@ -195,7 +195,7 @@ def test_every_train_option_reaches_the_config():
     from lvunet_edge.cli import config_from_options, train_command
     from lvunet_edge.config import TrainConfig
 
-    controls = {"resume", "progress", "stop_after", "version"}
+    controls = {"resume", "seeds", "progress", "stop_after", "version"}
     options = set(inspect.signature(train_command).parameters) - controls
     assert options <= {f.name for f in fields(TrainConfig)}
     config = config_from_options(
