@@ -10,6 +10,9 @@
 #   whose 256x256 masks make the scores a proxy, not the model card's full-size numbers):
 #     SIZE=256 EPOCHS=100 SEEDS="1 2 3" PARALLEL=8 EMA=0.999 DEVICE=cuda DATA=.data \
 #       benchmarks/levers.sh runs/levers
+#   TOGETHER=1 trains an arm's seeds in one process (lvunet-train --seeds: each device step carries a batch
+#   of every seed's run; for a GPU, where one run leaves the device mostly idle; on 2 CPU cores it measured
+#   2x slower than one run at a time, benchmarks/results/train-speed/), then scores each run as usual.
 #   The reverse direction (train on CVC-ClinicDB's PraNet training part, score its PraNet test and ALL 1000
 #   Kvasir-SEG images): SOURCE=cvc-clinicdb (files eval-cvc-test*.json, eval-kvasir-all*.json).
 #   An arm's options may name {seed}, replaced by the run's seed (e.g. a teacher of the same split).
@@ -33,6 +36,7 @@ case $SOURCE in
   *) echo "SOURCE must be kvasir-seg or cvc-clinicdb" >&2; exit 1 ;;
 esac
 TEACHERS=${TEACHERS:-}
+TOGETHER=${TOGETHER:-0}
 declare -A ARMS=(
   [basic]="--augment basic"
   [strong]="--augment strong"
@@ -68,13 +72,33 @@ one() {  # arm seed
   rm -f "$run/last.pt"  # large and only for resuming
   echo "$arm seed $seed done $(date -u +%T)"
 }
-export OUT DATA SIZE EPOCHS DEVICE BATCH BIN SOURCE CROSS
+together() {  # arm: its seeds' runs trained in one process (skipped when each has finished)
+  local arm=$1 seeds=${SEEDS// /,} pending=0 seed
+  for seed in $SEEDS; do [ -f "$OUT/$arm-seed$seed/metrics.json" ] || pending=1; done
+  [ $pending = 0 ] && return 0
+  case ${ARMS[$arm]} in *"{seed}"*) echo "arm $arm names {seed}: it cannot use TOGETHER=1" >&2; return 1 ;; esac
+  for seed in $SEEDS; do rm -rf "$OUT/$arm-seed$seed"; done
+  # shellcheck disable=SC2086
+  "$BIN/lvunet-train" --data "$DATA/$SOURCE" --split-file "$DATA/splits/pranet-$SOURCE-test.txt" \
+    --out "$OUT/$arm" --seeds "$seeds" --image-size "$SIZE" --epochs "$EPOCHS" --batch-size "$BATCH" \
+    --device "$DEVICE" --no-progress ${ARMS[$arm]} > "$OUT/$arm.train.out" 2>&1
+}
+export OUT DATA SIZE EPOCHS DEVICE BATCH BIN SOURCE CROSS SEEDS
 jobs=()
-for seed in $SEEDS; do for arm in $ARM_NAMES; do jobs+=("$arm $seed"); done; done
+if [ "$TOGETHER" = 1 ]; then
+  for arm in $ARM_NAMES; do jobs+=("$arm"); done
+else
+  for seed in $SEEDS; do for arm in $ARM_NAMES; do jobs+=("$arm $seed"); done; done
+fi
 running=0
 for job in "${jobs[@]}"; do
+  if [ "$TOGETHER" = 1 ]; then
+    task="together $job; for seed in \$SEEDS; do one $job \$seed; done"
+  else
+    task="one $job"
+  fi
   # shellcheck disable=SC2086
-  bash -c "$(declare -p ARMS); $(declare -f one); set -euo pipefail; one $job" || echo "FAILED: $job (see $OUT)" &
+  bash -c "$(declare -p ARMS); $(declare -f one together); set -euo pipefail; $task" || echo "FAILED: $job (see $OUT)" &
   running=$((running + 1))
   if [ "$running" -ge "$PARALLEL" ]; then wait -n || true; running=$((running - 1)); fi
 done

@@ -148,8 +148,8 @@ def inference_rate(run: Run, batch: int, rounds: int) -> dict:
 
 
 def profile_epoch_parts(run: Run, steps: int) -> dict:
-    """torch.profiler over ``steps`` steps, one validation and one checkpoint: seconds per part, per step
-    for the step's parts, and the step's top operators by self time."""
+    """torch.profiler over ``steps`` training steps, then apart over one epoch end (validation and
+    checkpoint): seconds per part per epoch, each part's share, and the step's top operators."""
     from torch.profiler import ProfilerActivity, profile
 
     activities = [ProfilerActivity.CPU]
@@ -157,36 +157,31 @@ def profile_epoch_parts(run: Run, steps: int) -> dict:
         activities.append(ProfilerActivity.CUDA)
     arm = Arm("profiled", [run])
     arm.one()  # warm
-    with profile(activities=activities) as prof:
+    with profile(activities=activities) as steps_profile:
         for _ in range(steps):
             arm.one()
+    with profile(activities=activities) as end_profile:
         end_of_epoch(run, 0, {"train_loss": 0.0, "train_iou": 0.0}, time.perf_counter())
-    events = prof.key_averages()
-    labels = {"augment", "forward", "backward", "optimizer", "validation", "checkpoint"}
-    parts = {e.key: e.cpu_time_total / 1e6 for e in events if e.key in labels}
-    per_step = {
-        k: parts.get(k, 0.0) / steps for k in ("augment", "forward", "backward", "optimizer")
-    }
-    step_total = sum(per_step.values())
-    top = sorted(
-        (e for e in events if e.key.startswith("aten::")), key=lambda e: -e.self_cpu_time_total
-    )[:12]
-    epoch = (
-        run.steps_per_epoch * step_total + parts.get("validation", 0) + parts.get("checkpoint", 0)
-    )
+
+    def totals(prof, labels):
+        return {e.key: e.cpu_time_total / 1e6 for e in prof.key_averages() if e.key in labels}
+
+    per_step = totals(steps_profile, {"augment", "forward", "backward", "optimizer"})
+    per_epoch = {k: v / steps * run.steps_per_epoch for k, v in per_step.items()}
+    per_epoch.update(totals(end_profile, {"validation", "checkpoint"}))
+    epoch = sum(per_epoch.values())
+    ops = [e for e in steps_profile.key_averages() if e.key.startswith("aten::")]
+    top = sorted(ops, key=lambda e: -e.self_cpu_time_total)[:12]
+    kinds = {"convolution": 0.0, "batch_norm": 0.0, "other": 0.0}
+    for e in ops:
+        kind = next((k for k in ("convolution", "batch_norm") if k in e.key), "other")
+        kinds[kind] += e.self_cpu_time_total / 1e6 / steps
     return {
         "steps": steps,
-        "per_step_s": per_step,
-        "per_epoch_s": {
-            **{k: v * run.steps_per_epoch for k, v in per_step.items()},
-            "validation": parts.get("validation", 0.0),
-            "checkpoint": parts.get("checkpoint", 0.0),
-        },
-        "epoch_share": {
-            **{k: v * run.steps_per_epoch / epoch for k, v in per_step.items()},
-            "validation": parts.get("validation", 0.0) / epoch,
-            "checkpoint": parts.get("checkpoint", 0.0) / epoch,
-        },
+        "steps_per_epoch": run.steps_per_epoch,
+        "per_epoch_s": per_epoch,
+        "epoch_share": {k: v / epoch for k, v in per_epoch.items()},
+        "step_self_s_by_kind": kinds,
         "top_ops_self_s_per_step": {e.key: e.self_cpu_time_total / 1e6 / steps for e in top},
     }
 

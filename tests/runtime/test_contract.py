@@ -44,29 +44,36 @@ def test_empty_optional_fields_are_left_out():
     assert ModelContract.from_metadata(metadata) == ModelContract()
 
 
-@pytest.mark.parametrize("version", ["1", "2", "3", "4"])
+@pytest.mark.parametrize("version", ["1", "2", "3", "4", "5"])
 def test_earlier_versions_still_load(version):
     """Files written under earlier versions (users have exported such files) keep loading; what a
-    version lacks takes its default (``input_colour`` "" before 5: no input guard)."""
+    version lacks takes its default (``input_colour`` "" before 5: no input guard; ``output_resize``
+    "linear" before 6: what the runtime always did)."""
     dropped = {"training_image_sha256": None, "training_recipe": None, "input_colour": None}
     if version == "3":
         dropped = {"training_recipe": None, "input_colour": None}
     if version == "4":
         dropped = {"input_colour": None}
+    if version == "5":
+        dropped = {"input_colour": "colour"}
+    dropped["output_resize"] = None
     if version == "1":
         dropped.update(training_size=None, test_metrics=None)
     contract = ModelContract.from_metadata(_metadata(contract_version=version, **dropped))
-    assert contract.contract_version == version and contract.input_colour == ""
-    assert (contract.training_recipe == {}) == (version != "4")
-    assert (contract.training_image_sha256 == ()) == (version not in ("3", "4"))
+    assert contract.contract_version == version and contract.output_resize == "linear"
+    assert contract.input_colour == ("colour" if version == "5" else "")
+    assert (contract.training_recipe == {}) == (version not in ("4", "5"))
+    assert (contract.training_image_sha256 == ()) == (version not in ("3", "4", "5"))
     assert (contract.training_size is None) == (version == "1")
-    assert CONTRACT_VERSION == "5"
+    assert CONTRACT_VERSION == "6"
+    assert "lvunet.output_resize" in ModelContract().to_metadata()  # version 6 writes it
 
 
 @pytest.mark.parametrize(
     ("changes", "message"),
     [
         ({"contract_version": "9"}, "contract '9'"),
+        ({"output_resize": "area"}, "output_resize must be one of ('linear',)"),
         ({"training_recipe": {"epochs": [1, 2]}}, "training_recipe must map names to plain values"),
         ({"training_recipe": ["strong"]}, "training_recipe must map names"),
         ({"training_recipe": {"lr": float("nan")}}, "training_recipe"),
