@@ -108,12 +108,27 @@ def serve_command(
         min=0,
         help="Seconds Ctrl+C or SIGTERM waits for requests in flight before closing them.",
     ),
+    static: Path | None = typer.Option(
+        None,
+        help="Write the page as a self-contained folder that segments in the browser (ONNX Runtime "
+        "Web; no server process, nothing installed) and exit; see docs/static.md.",
+    ),
+    ort_web: Path | None = typer.Option(
+        None,
+        help="With --static: the onnxruntime-web package (.tgz) to take the browser runtime from, "
+        "for machines without network (default: downloaded once from the npm registry, sha256-pinned).",
+    ),
+    webgpu: bool = typer.Option(
+        True, help="With --static: also carry ONNX Runtime Web's WebGPU build (27 MB)."
+    ),
     version: bool = version_option("lvunet-serve"),
 ) -> None:
     """A local web page to segment images and a camera, and the HTTP API behind it (/openapi.json).
 
     Research software, not a medical device.
     """
+    if static is not None:
+        return write_static_folder(static, model, models_dir, ort_web, webgpu)
     try:
         import uvicorn  # noqa: F401 - its absence is the message below
 
@@ -157,6 +172,27 @@ def serve_command(
         run_server(app, host, port, model)
     finally:
         app.state.service.close()
+
+
+def write_static_folder(
+    folder: Path, model: str, models_dir: Path | None, ort_web: Path | None, webgpu: bool
+) -> None:
+    """``--static DIR``: the bundled models and a --models-dir's, the page and ONNX Runtime Web."""
+    from lvunet_runtime.model_files import bundled_models, resolve_model
+    from lvunet_runtime.serve.static_site import write_static
+
+    if models_dir is not None and not models_dir.is_dir():
+        raise LVUNetRuntimeError(f"--models-dir {models_dir}: not a folder")
+    models = {name: resolve_model(name) for name in bundled_models()}
+    for path in sorted(models_dir.glob("*.onnx")) if models_dir is not None else []:
+        models.setdefault(path.name, path)
+    summary = write_static(folder, models, model, ort_web=ort_web, webgpu=webgpu)
+    typer.echo(
+        f"lvunet-serve: wrote {folder}: the page, {len(models)} models "
+        f"({summary['model_bytes'] / 1e6:.1f} MB), ONNX Runtime Web {summary['ort_web']} "
+        f"({summary['ort_bytes'] / 1e6:.0f} MB); open it from any static web server, e.g. "
+        f"python3 -m http.server -d {folder} (docs/static.md)"
+    )
 
 
 def run_server(app, host: str, port: int, model: str) -> None:

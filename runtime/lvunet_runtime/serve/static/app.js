@@ -1,6 +1,8 @@
 // lvunet-serve page: uploads go to the API one at a time; the probability map comes back once, and the
 // threshold slider re-draws every preview from it here, without another model run. Statistics and
 // downloads are asked of the server at the slider's threshold, so they match lvunet-infer exactly.
+// The same page runs with no server (lvunet-serve --static): browser.js then sets window.lvunetBrowser,
+// a backend with the same methods that runs the model here with ONNX Runtime Web.
 "use strict";
 
 const $ = (id) => document.getElementById(id);
@@ -29,19 +31,70 @@ async function api(url, options) {
 }
 
 async function pixels(blob) {
-  const bitmap = await createImageBitmap(blob);
+  const bitmap = await createImageBitmap(blob, { colorSpaceConversion: "none", premultiplyAlpha: "none" });
   const canvas = new OffscreenCanvas(bitmap.width, bitmap.height);
   const context = canvas.getContext("2d");
   context.drawImage(bitmap, 0, 0);
   return context.getImageData(0, 0, bitmap.width, bitmap.height);
 }
 
-// Mask from an 8-bit probability map at threshold t: p > t, as the server does on the float map.
+// Mask at threshold t: p > t. From the float map in the browser; from the server's 8-bit map otherwise
+// (the server's statistics and downloads use its float map).
 function maskOf(prob, t) {
-  const limit = t * 255, data = prob.data, mask = new Uint8Array(prob.width * prob.height);
+  const mask = new Uint8Array(prob.width * prob.height);
+  if (prob.values) {
+    for (let i = 0; i < mask.length; i++) mask[i] = prob.values[i] > t ? 1 : 0;
+    return mask;
+  }
+  const limit = t * 255, data = prob.data;
   for (let i = 0, j = 0; i < mask.length; i++, j += 4) mask[i] = data[j] > limit ? 1 : 0;
   return mask;
 }
+
+// The server as the page's backend: every method has its twin in browser.js.
+const serverBackend = {
+  async health() {
+    const health = await (await api("/api/health")).json();
+    return { runsOn: health.runs_on, detail: health.providers[0], version: health.version };
+  },
+  async models() { return (await api("/api/models")).json(); },
+  async modelInfo(name) { return (await api(`/api/models/${encodeURIComponent(name)}`)).json(); },
+  async segment(file, name, model) {
+    const response = await api(`/api/segment?model=${encodeURIComponent(model)}&output=probability`, {
+      method: "POST", body: file,
+      headers: { "Content-Type": "application/octet-stream", "X-Image-Name": encodeURIComponent(name) },
+    });
+    const id = response.headers.get("X-Result-Id");
+    const prob = await pixels(await response.blob());
+    const image = await pixels(await (await api(`/api/results/${id}?output=image`)).blob());
+    return {
+      id, prob, image, model: response.headers.get("X-Model"),
+      ms: response.headers.get("X-Inference-Ms"), provider: response.headers.get("X-Provider"),
+      warning: response.headers.get("X-Input-Warning"),
+    };
+  },
+  async stats(card, t) { return (await api(`/api/results/${card.id}?output=json&threshold=${t}`)).json(); },
+  async file(card, output, t) { return (await api(`/api/results/${card.id}?output=${output}&threshold=${t}`)).blob(); },
+  async zip(list, t) {
+    const ids = list.map((c) => `ids=${c.id}`).join("&");
+    return (await api(`/api/results.zip?${ids}&threshold=${t}`)).blob();
+  },
+  async frame(canvas, model, t) {
+    const blob = await new Promise((resolve) => canvas.toBlob(resolve, "image/jpeg", 0.9));
+    const response = await api(`/api/segment?model=${encodeURIComponent(model)}&output=mask&store=false&threshold=${t}`,
+      { method: "POST", body: blob, headers: { "Content-Type": "application/octet-stream" } });
+    const data = await pixels(await response.blob());
+    const mask = new Uint8Array(data.width * data.height);
+    for (let i = 0, j = 0; i < mask.length; i++, j += 4) mask[i] = data.data[j] > 127 ? 1 : 0;
+    return { mask, width: data.width, height: data.height, ms: Number(response.headers.get("X-Inference-Ms")) };
+  },
+};
+// The folder of lvunet-serve --static loads browser.js: if it failed, say so (there is no server to ask).
+const inBrowser = Boolean(document.querySelector('script[src$="browser.js"]'));
+const failedBackend = new Proxy({}, { get: () => async () => {
+  throw new Error("the in-browser runtime did not load (static/browser.js); is the folder complete?");
+} });
+const backend = window.lvunetBrowser || (inBrowser ? failedBackend : serverBackend);
 
 function drawView(card) {
   if (!card.prob) return;
@@ -99,8 +152,7 @@ async function refreshStats(card) {
   if (!card.id) return;
   const asked = (card.asked = (card.asked || 0) + 1);
   try {
-    const response = await api(`/api/results/${card.id}?output=json&threshold=${threshold()}`);
-    const stats = await response.json();
+    const stats = await backend.stats(card, threshold());
     if (asked === card.asked) showStats(card, stats);
   } catch (e) { if (asked === card.asked) card.element.querySelector(".status").textContent = e.message; }
 }
@@ -121,24 +173,17 @@ async function segment(file, name) {
   const card = newCard(name);
   const model = $("model").value;
   try {
-    const response = await api(`/api/segment?model=${encodeURIComponent(model)}&output=probability`, {
-      method: "POST", body: file,
-      headers: { "Content-Type": "application/octet-stream", "X-Image-Name": encodeURIComponent(name) },
-    });
-    card.id = response.headers.get("X-Result-Id");
-    card.model = response.headers.get("X-Model");
-    card.prob = await pixels(await response.blob());
-    const image = await api(`/api/results/${card.id}?output=image`);
-    card.image = await pixels(await image.blob());
+    const result = await backend.segment(file, name, model);
+    Object.assign(card, { id: result.id, model: result.model, prob: result.prob, image: result.image });
     const original = card.element.querySelector(".original");
     original.width = card.image.width; original.height = card.image.height;
     original.getContext("2d").putImageData(card.image, 0, 0);
     drawView(card);
     card.element.querySelector(".card-model").textContent = card.model;
-    card.element.querySelector(".latency").textContent =
-      `${response.headers.get("X-Inference-Ms")} ms (${response.headers.get("X-Provider")})`;
+    card.element.querySelector(".latency").textContent = `${result.ms} ms (${result.provider})`;
+    card.element.dataset.ms = String(result.ms);
     await refreshStats(card);
-    const warning = response.headers.get("X-Input-Warning");
+    const warning = result.warning;
     card.element.querySelector(".status").textContent =
       `${card.image.width}x${card.image.height}` + (warning ? ` · warning: ${warning}` : "");
     if (warning) card.element.dataset.warning = "yes";
@@ -196,9 +241,9 @@ function stemOf(name) {
   return base.includes(".") ? base.slice(0, base.lastIndexOf(".")) : base;
 }
 
-async function save(url, filename) {
+async function save(made, filename) {
   try {
-    const blob = await (await api(url)).blob();
+    const blob = await made;
     const link = document.createElement("a");
     link.href = URL.createObjectURL(blob);
     link.download = filename;
@@ -212,7 +257,7 @@ async function save(url, filename) {
 
 function download(card, output) {
   const suffix = output === "mask" ? "_mask.png" : ".json";
-  save(`/api/results/${card.id}?output=${output}&threshold=${threshold()}`, stemOf(card.name) + suffix);
+  save(backend.file(card, output, threshold()), stemOf(card.name) + suffix);
 }
 
 function updateButtons() {
@@ -230,36 +275,31 @@ function redrawAll() {
 // ---- camera: one frame in flight; frames that arrive meanwhile are shown but not sent (dropped) ----
 const live = { stream: null, busy: false, mask: null, done: [], sent: 0, dropped: 0, ms: 0 };
 
-async function liveMask(blob) {
-  const data = await pixels(blob);
-  const overlay = new OffscreenCanvas(data.width, data.height);
+function liveMask(result) {
+  const overlay = new OffscreenCanvas(result.width, result.height);
   const context = overlay.getContext("2d");
-  const out = context.createImageData(data.width, data.height);
-  for (let j = 0; j < out.data.length; j += 4) {
-    if (data.data[j] > 127) { out.data[j + 1] = 255; out.data[j + 3] = Math.round(255 * ALPHA); }
+  const out = context.createImageData(result.width, result.height);
+  for (let i = 0, j = 0; i < result.mask.length; i++, j += 4) {
+    if (result.mask[i]) { out.data[j + 1] = 255; out.data[j + 3] = Math.round(255 * ALPHA); }
   }
   context.putImageData(out, 0, 0);
   return overlay;
 }
 
-function sendFrame(canvas) {
+async function sendFrame(canvas) {
   live.busy = true;
   live.sent++;
-  canvas.toBlob(async (blob) => {
-    const start = performance.now();
-    try {
-      const model = encodeURIComponent($("model").value);
-      const response = await api(`/api/segment?model=${model}&output=mask&store=false&threshold=${threshold()}`,
-        { method: "POST", body: blob, headers: { "Content-Type": "application/octet-stream" } });
-      live.mask = await liveMask(await response.blob());
-      live.ms = Number(response.headers.get("X-Inference-Ms"));
-      const now = performance.now();
-      live.done.push(now);
-      live.done = live.done.filter((t) => now - t < 2000);
-      live.round = now - start;
-    } catch (e) { message(`Camera: ${e.message}`); stopCamera(); }
-    live.busy = false;
-  }, "image/jpeg", 0.9);
+  const start = performance.now();
+  try {
+    const result = await backend.frame(canvas, $("model").value, threshold());
+    live.mask = liveMask(result);
+    live.ms = result.ms;
+    const now = performance.now();
+    live.done.push(now);
+    live.done = live.done.filter((t) => now - t < 2000);
+    live.round = now - start;
+  } catch (e) { message(`Camera: ${e.message}`); stopCamera(); }
+  live.busy = false;
 }
 
 function liveLoop() {
@@ -307,12 +347,12 @@ function stopCamera() {
 // ---- wiring ----
 async function start() {
   try {
-    const health = await (await api("/api/health")).json();
+    const health = await backend.health();
     // where the model runs, in plain words; the provider's name in the tooltip
-    $("provider").textContent = health.runs_on;
-    $("provider").title = health.providers[0];
+    $("provider").textContent = health.runsOn;
+    $("provider").title = health.detail;
     $("version").textContent = health.version;
-    const models = await (await api("/api/models")).json();
+    const models = await backend.models();
     const shown = [...$("model").options].map((o) => o.value).join("\n");
     if (shown !== models.models.map((m) => m.name).join("\n")) {  // the server's first paint, or anew
       $("model").replaceChildren();
@@ -327,7 +367,7 @@ async function start() {
 
 async function modelChanged() {
   try {
-    const info = await (await api(`/api/models/${encodeURIComponent($("model").value)}`)).json();
+    const info = await backend.modelInfo($("model").value);
     const metrics = info.test_metrics ? `, test Dice ${info.test_metrics.dice.toFixed(3)}` : "";
     $("model-info").textContent = `${info.label}, ${info.input_size.join("x")}${metrics}`;
     $("threshold").value = info.threshold;
@@ -349,8 +389,7 @@ $("folder").addEventListener("change", (e) => { addFiles(picked(e.target)); e.ta
 $("camera").addEventListener("click", () => (live.stream ? stopCamera() : startCamera()));
 $("clear").addEventListener("click", () => { cards.length = 0; $("results").textContent = ""; updateButtons(); });
 $("download-zip").addEventListener("click", () => {
-  const ids = cards.filter((c) => c.id).map((c) => `ids=${c.id}`).join("&");
-  save(`/api/results.zip?${ids}&threshold=${threshold()}`, "lvunet-results.zip");
+  save(backend.zip(cards.filter((c) => c.id), threshold()), "lvunet-results.zip");
 });
 const drop = $("drop");
 drop.addEventListener("dragover", (e) => { e.preventDefault(); drop.classList.add("over"); });
