@@ -59,8 +59,10 @@ def main() -> None:
         row += [cell(values[name]) for name, _ in COLUMNS]
         row += [cell(values["val"]), f"{statistics.median(values['epoch_s']):.0f}"]
         print("| " + " | ".join(row) + " |")
-    print("\nDice: mean per-image Dice of the exported fused file (lvunet-eval, full-size masks); "
-          "mean over seeds (min-max).")
+    print(
+        "\nDice: mean per-image Dice of the exported fused file (lvunet-eval, full-size masks); "
+        "mean over seeds (min-max)."
+    )
 
 
 if __name__ == "__main__":

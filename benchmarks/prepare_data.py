@@ -27,7 +27,9 @@ def main() -> None:
     parser.add_argument("--shared", type=Path, default=Path("../shared/data"))
     parser.add_argument("--out", type=Path, default=Path(".data"))
     parser.add_argument("--quality", type=int, default=90)
-    parser.add_argument("--size", type=int, default=SIZE, help="side of the copies (a multiple of 128)")
+    parser.add_argument(
+        "--size", type=int, default=SIZE, help="side of the copies (a multiple of 128)"
+    )
     parser.add_argument("--datasets", nargs="+", default=["kvasir-seg", "cvc-clinicdb", "busi"])
     args = parser.parse_args()
     size = args.size

@@ -19,8 +19,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
-import statistics
 import sys
 import tempfile
 import time
@@ -31,6 +29,8 @@ import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT), str(ROOT / "runtime")]
+
+from timing import interleaved, machine_header, time_once  # noqa: E402
 
 from lvunet_edge.config import TrainConfig  # noqa: E402
 from lvunet_edge.multirun import StackedStep  # noqa: E402
@@ -81,7 +81,6 @@ class Arm:
         self.step = StackedStep(runs) if stacked else None
         self.orders = [epoch_order(r) for r in runs]
         self.at = 0
-        self.times: list[float] = []
 
     @property
     def images_per_step(self) -> int:
@@ -102,49 +101,56 @@ class Arm:
             self.step.train_step(self.runs, batches, tallies)
         else:
             train_step(self.runs[0], batches[0], tallies[0])
-        for t in tallies:
-            t.tp_fp_fn.sum().item()  # what an epoch's end syncs, once per timed block
 
-    def time(self, steps: int) -> None:
-        device = self.runs[0].device
-        sync(device)
-        started = time.perf_counter()
-        for _ in range(steps):
-            self.one()
-        sync(device)
-        self.times.append((time.perf_counter() - started) / steps)
-
-    def result(self) -> dict:
-        median = statistics.median(self.times)
+    def result(self, timed: dict) -> dict:
+        step_s = timed["median_ms"] / 1e3
         return {
             "runs": len(self.runs),
             "images_per_step": self.images_per_step,
-            "step_s_median": median,
-            "step_s_spread": [min(self.times), max(self.times)],
-            "images_per_s": self.images_per_step / median,
-            "rounds": len(self.times),
+            "step_s_median": step_s,
+            "step_s_round_spread": [timed["round_min_ms"] / 1e3, timed["round_max_ms"] / 1e3],
+            "images_per_s": self.images_per_step / step_s,
+            "images_per_s_round_spread": [
+                self.images_per_step * 1e3 / timed["round_max_ms"],
+                self.images_per_step * 1e3 / timed["round_min_ms"],
+            ],
+            "steps_timed": timed["calls"],
         }
 
 
-@torch.no_grad()
-def inference_rate(run: Run, batch: int, rounds: int) -> dict:
-    """The fused model's forward at ``batch`` (eval, channels_last, bf16 autocast on CUDA as trained)."""
+def inference_rates(run: Run, batches: list[int], rounds: int) -> list[dict]:
+    """The fused model's forward at each batch size (eval, channels_last, bf16 autocast on CUDA as
+    trained), interleaved."""
     set_act_slope(run.model, 1.0)  # the end of deep training: the block fuses
     model = reparameterize_model(run.model).eval()
-    x = torch.randn(batch, 3, run.config.image_size, run.config.image_size, device=run.device)
-    x = x.contiguous(memory_format=torch.channels_last)
-    use_amp = run.device.type == "cuda"
-    times = []
-    for i in range(rounds + 1):
-        sync(run.device)
-        started = time.perf_counter()
-        with torch.autocast(run.device.type, dtype=torch.bfloat16, enabled=use_amp):
-            model(x)
-        sync(run.device)
-        if i:  # the first call warms up
-            times.append(time.perf_counter() - started)
-    median = statistics.median(times)
-    return {"batch": batch, "step_s_median": median, "images_per_s": batch / median}
+    size, use_amp = run.config.image_size, run.device.type == "cuda"
+
+    def forward(batch: int):
+        x = torch.randn(batch, 3, size, size, device=run.device)
+        x = x.contiguous(memory_format=torch.channels_last)
+
+        @torch.no_grad()
+        def call() -> None:
+            with torch.autocast(run.device.type, dtype=torch.bfloat16, enabled=use_amp):
+                model(x)
+
+        return call
+
+    timed = interleaved(
+        {b: forward(b) for b in batches},
+        rounds=rounds,
+        runs=3,
+        warmup=2,
+        sync=lambda: sync(run.device),
+    )
+    return [
+        {
+            "batch": b,
+            "step_s_median": t["median_ms"] / 1e3,
+            "images_per_s": b * 1e3 / t["median_ms"],
+        }
+        for b, t in timed.items()
+    ]
 
 
 def profile_epoch_parts(run: Run, steps: int) -> dict:
@@ -221,39 +227,30 @@ def main() -> None:
     if args.runs > 1:
         group = [fresh(f"runs{i}", seed=i + 1) for i in range(args.runs)]
         arms.append(Arm(f"runs-{args.runs}", group, stacked=True))
-    result: dict = {
-        "command": " ".join(sys.argv),
-        "machine": {
-            "device": torch.cuda.get_device_name(device)
-            if device.type == "cuda"
-            else platform.processor() or platform.machine(),
-            "cpu_threads": torch.get_num_threads(),
-            "torch": torch.__version__,
-            "python": platform.python_version(),
-        },
-        "settings": {
+    result: dict = machine_header(
+        device=torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
+        torch=torch.__version__,
+        torch_threads=torch.get_num_threads(),
+        settings={
             k: getattr(args, k) for k in ("size", "batch", "augment", "runs", "steps", "rounds")
         },
-        "train_images": len(first.sets["train"].ids),
-        "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-    }
+        train_images=len(first.sets["train"].ids),
+    )
     if args.compile:
         compiled = fresh("compiled", compile=True)
         arm = Arm("compiled", [compiled])
-        started = time.perf_counter()
-        arm.one()
-        sync(device)
-        result["compile_first_step_s"] = time.perf_counter() - started
+        result["compile_first_step_s"] = time_once(lambda: (arm.one(), sync(device)))
         arms.append(arm)
-    for arm in arms:  # warm-up: first-touch allocations, oneDNN/cuDNN choices
-        arm.one()
-    for _ in range(args.rounds):
-        for arm in arms:
-            arm.time(args.steps)
-            print(f"{arm.name}: {arm.times[-1]:.3f} s/step", flush=True)
-    result["arms"] = {arm.name: arm.result() for arm in arms}
+    timed = interleaved(
+        {arm.name: arm.one for arm in arms},
+        rounds=args.rounds,
+        runs=args.steps,
+        warmup=1,
+        sync=lambda: sync(device),
+    )
+    result["arms"] = {arm.name: arm.result(timed[arm.name]) for arm in arms}
     batches = sorted({args.batch, args.batch * max(args.runs, 1)})
-    result["inference"] = [inference_rate(fresh(f"infer{b}"), b, args.rounds) for b in batches]
+    result["inference"] = inference_rates(fresh("infer"), batches, args.rounds)
     arms_out = result["arms"]
     if "before" in arms_out:
         result["after_over_before"] = (

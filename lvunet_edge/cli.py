@@ -103,7 +103,7 @@ def train_command(
     compile: bool = typer.Option(
         DEFAULTS["compile"],
         help="torch.compile the training step (its first step compiles: minutes on a CPU, where it "
-        "measured slower; see benchmarks/train_speed.py).",
+        "measured slower).",
     ),
     seeds: str | None = typer.Option(
         None,

@@ -272,7 +272,9 @@ def assert_masks_equal_off_threshold(mask, expected, probability, threshold, tol
     """Two masks equal on every pixel whose probability is more than ``tolerance`` from ``threshold``
     (float rounding may flip only those), and the masks are not trivially equal (neither empty nor full)."""
     mask, expected, probability = np.asarray(mask), np.asarray(expected), np.asarray(probability)
-    assert 0.01 < expected.mean() < 0.99, f"degenerate reference mask ({expected.mean():.3f} foreground)"
+    assert 0.01 < expected.mean() < 0.99, (
+        f"degenerate reference mask ({expected.mean():.3f} foreground)"
+    )
     decided = np.abs(probability - threshold) > tolerance
     differ = int((mask != expected)[decided].sum())
     assert differ == 0, f"{differ} pixel(s) differ farther than {tolerance} from the threshold"

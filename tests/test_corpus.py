@@ -422,7 +422,13 @@ CASES = [
         "nothing to do: the outputs of 1 input exist",
         lambda t, f: _twice_into_itself(t),
     ),
-    Case("S --recursive twice", INFER, 0, "nothing to do: the outputs of 1 input exist", lambda t, f: _recursive_twice(t)),
+    Case(
+        "S --recursive twice",
+        INFER,
+        0,
+        "nothing to do: the outputs of 1 input exist",
+        lambda t, f: _recursive_twice(t),
+    ),
     Case(
         "S same input twice",
         INFER,

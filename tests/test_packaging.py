@@ -79,8 +79,11 @@ def test_runtime_wheel_builds_without_warnings(tmp_path):
         "serve/static/app.js",
         "serve/static/style.css",
         "serve/static/icon.svg",
+        "serve/static/process.js",
+        "serve/static/browser.js",
     ):
         assert any(n.endswith(expected) for n in names), expected
+    assert not [n for n in names if ".wasm" in n or "/ort/" in n]  # ONNX Runtime Web: --static only
     metadata = (
         zipfile.ZipFile(wheel).read(next(n for n in names if n.endswith("METADATA"))).decode()
     )

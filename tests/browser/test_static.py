@@ -240,3 +240,14 @@ def test_a_folder_of_other_files_is_never_written_over(tmp_path):
     result = cli("serve", "--static", tmp_path / "new", "--ort-web", bad)
     assert result.exit_code == 1 and "is not onnxruntime-web 1.30.0" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_opened_as_a_file_it_says_how_to_serve_it(site, tmp_path):
+    driver = _driver(tmp_path)
+    try:
+        driver.get((site / "index.html").as_uri())
+        wait(driver, lambda d: d.find_element(By.ID, "message").text)
+        text = driver.find_element(By.ID, "message").text
+        assert "browsers do not run WebAssembly from file://" in text and "http.server" in text
+    finally:
+        driver.quit()

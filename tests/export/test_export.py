@@ -78,7 +78,9 @@ def test_segmenter_masks_equal_torch_reference(exported, random_checkpoint):
         assert_masks_equal_off_threshold(prediction.mask, expected, probability, 0.7)
 
 
-def test_a_threshold_other_than_half_reaches_training_export_and_runtime(exported, random_checkpoint):
+def test_a_threshold_other_than_half_reaches_training_export_and_runtime(
+    exported, random_checkpoint
+):
     """The checkpoint's contract says 0.7: the export writes 0.7 and checks its masks at 0.7, the
     runtime applies 0.7, and training's scoring (``masks_of``) picks the same pixels; at 0.7 the masks
     differ clearly from those at 0.5, so none of this can hold by accident."""

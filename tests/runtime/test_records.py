@@ -27,7 +27,9 @@ def test_a_rerun_with_more_inputs_keeps_the_earlier_outputs_in_the_record(tmp_pa
     third = cli(
         "infer", folder, "--out", out, "--model", "breast-ultrasound"
     )  # all ours: nothing to do
-    assert third.exit_code == 0 and "nothing to do: the outputs of 3 inputs exist" in third.stdout, third.stdout + third.stderr
+    assert (
+        third.exit_code == 0 and "nothing to do: the outputs of 3 inputs exist" in third.stdout
+    ), third.stdout + third.stderr
 
 
 def test_the_model_is_named_by_name_and_hash_never_by_its_path(tmp_path):

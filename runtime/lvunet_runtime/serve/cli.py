@@ -111,7 +111,7 @@ def serve_command(
     static: Path | None = typer.Option(
         None,
         help="Write the page as a self-contained folder that segments in the browser (ONNX Runtime "
-        "Web; no server process, nothing installed) and exit; see docs/static.md.",
+        "Web; no server process, nothing installed) and exit.",
     ),
     ort_web: Path | None = typer.Option(
         None,
@@ -191,7 +191,7 @@ def write_static_folder(
         f"lvunet-serve: wrote {folder}: the page, {len(models)} models "
         f"({summary['model_bytes'] / 1e6:.1f} MB), ONNX Runtime Web {summary['ort_web']} "
         f"({summary['ort_bytes'] / 1e6:.0f} MB); open it from any static web server, e.g. "
-        f"python3 -m http.server -d {folder} (docs/static.md)"
+        f"python3 -m http.server -d {folder}"
     )
 
 

@@ -23,6 +23,10 @@
 
   // Which backend, said on the page: a requested WebGPU that fails is reported, never dropped quietly.
   const ready = (async () => {
+    if (location.protocol === "file:") {
+      throw new Error("opened as a file: browsers do not run WebAssembly from file://. Serve this folder " +
+        "from a web server, e.g. python3 -m http.server -d THIS_FOLDER, then open http://127.0.0.1:8000/");
+    }
     const catalog = await (await fetch("models/models.json")).json();
     state.catalog = catalog;
     let webgpu = false;
