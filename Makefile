@@ -3,7 +3,8 @@
 #   make test   install everything the tests need (CPU torch, pinned in constraints.txt) and run them
 #
 # `make test` runs these parts; budget on a 2-core CI machine (keep the sum under 20 min; a fresh clone took 13 min 48 s on 2026-12-02 with nothing else running, chromium, libvulkan1 and dicom3tools already installed; their apt install adds about 0.5 min):
-#   test-full     .venv, Python 3.11: training, export, runtime, corpus     ~2 min install + ~3.2 min tests
+#   test-full     .venv, Python 3.11: training, export, runtime, corpus     ~2 min install + ~3.6 min tests
+#                 (of which several runs in one process, lvunet-train --seeds: ~25 s)
 #                 (of which the corpus: the server's attacks ~25 s, names and places ~12 s, reruns ~10 s)
 #   test-runtime  .venv-runtime, the runtime alone (no torch, no onnx)      ~0.5 min install + ~0.2 min tests
 #   test-oldest   Python 3.10: runtime tests + demo, newest pins for 3.10    ~0.5 min install + ~0.3 min
@@ -11,7 +12,9 @@
 #   test-lowest   Python 3.10 with the runtime's declared minimum versions  ~0.5 min install + ~0.2 min
 #   test-ray      the runtime + ray[data] (~300 MB): lvunet-infer --ray     ~1 min install + ~0.5 min
 #   test-openvino the runtime on onnxruntime-openvino (replaces onnxruntime) ~0.7 min install + ~0.3 min
-#   test-browser  lvunet-serve's page in Debian's chromium via Selenium (.venv) ~0.5 min apt + ~0.3 min
+#   test-browser  lvunet-serve's page in Debian's chromium via Selenium (.venv) ~0.5 min apt + ~0.3 min,
+#                 and the in-browser page (lvunet-serve --static, ONNX Runtime Web in chromium) ~0.8 min
+#                 (its 33 MB onnxruntime-web package from the npm registry, once per machine: ~5 s)
 #   test-webgpu   the [webgpu] extra in .venv-runtime, on SwiftShader (chromium's software Vulkan driver)
 #                 with apt's libvulkan1: ~0.2 min install + ~2 min tests (2.8 s per image on 2 cores)
 #   test-dicom    the [dicom,serve] extras + imagecodecs in .venv-dicom, dicom3tools' dciodvfy (apt)
