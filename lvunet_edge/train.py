@@ -374,7 +374,24 @@ def restore_state(run: Run, state: dict[str, Any]) -> None:
 def compiled(run: Run) -> Any:
     """``torch.compile`` of the training net (its first step compiles: minutes on a CPU, said here)."""
     run.log("compiling the training step with torch.compile (the first step takes longer)")
-    return torch.compile(run.net)
+    return CompiledOrEager(run)
+
+
+class CompiledOrEager:
+    """``torch.compile(net)``, falling back to ``net`` itself, with one line in the log, when compiling
+    fails (no C++ compiler, an unsupported platform or operator): the run trains on, eagerly."""
+
+    def __init__(self, run: Run) -> None:
+        self.run, self.compiled, self.failed = run, torch.compile(run.net), False
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.failed:
+            try:
+                return self.compiled(x)
+            except Exception as exc:  # noqa: BLE001 - any compiler fault: train eagerly and say so
+                self.failed = True
+                self.run.log(f"note: torch.compile failed ({first_line(exc)}); training without it")
+        return self.run.net(x)
 
 
 def wrap_distributed(run: Run) -> nn.Module:

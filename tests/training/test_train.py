@@ -310,3 +310,27 @@ def test_the_command_line_run_shows_no_progress_off_a_terminal_and_dumps_no_metr
         f"lvunet-train: done: {out / 'metrics.json'}, best.pt, last.pt in {out}"
     )
     assert "test (" in result.stdout  # the one-line test summary stays
+
+
+def test_compile_that_fails_falls_back_to_eager_training_and_says_so(tmp_path, monkeypatch):
+    """--compile where torch.compile cannot work (no compiler, unsupported platform): the first step's
+    fault is one line in the log and the run trains on eagerly (nothing is compiled here: the compiled
+    step is timed in benchmarks/train_speed.py, not in the tests)."""
+    calls = []
+
+    def broken_compile(net):
+        def step(x):
+            calls.append(x.shape)
+            raise RuntimeError("inductor: no working C++ compiler found\nmore detail")
+
+        return step
+
+    monkeypatch.setattr(torch, "compile", broken_compile)
+    metrics = train(_config(tmp_path / "run", epochs=2, compile=True), progress=False)
+    log = (tmp_path / "run" / "train.log").read_text()
+    assert "compiling the training step" in log
+    assert (
+        "note: torch.compile failed (inductor: no working C++ compiler found); training without it"
+        in log
+    )
+    assert len(calls) == 1 and metrics["epochs"] == 2
