@@ -5,8 +5,12 @@ batch. ``strong`` first changes the raw pixels (0-255, RGB) of each image: brigh
 saturation and a small per-channel gain; specular highlights (bright blobs, as endoscope lights make);
 a random affine transform (scale 0.75-1.25, rotation +-30 degrees, shift up to 10%, black outside, the
 mask moved with it); a Gaussian blur for some images. Then it normalises with the run's contract and adds
-the ``basic`` rotations and flips. Every random number comes from the run's generator, so a run is
-reproducible and resumable.
+the ``basic`` rotations and flips. ``ultrasound`` (for B-mode images such as BUSI, where strong colour
+jitter hurt) changes the pixels as an ultrasound machine's settings do: gamma (0.7-1.5) and a mild
+brightness/contrast change, multiplicative speckle noise for half of the images, then the same affine
+transform and a mild elastic warp (a smooth random displacement of at most 2% of the side), image and mask
+moved together; no saturation, colour gain or highlights. Every random number comes from the run's
+generator, so a run is reproducible and resumable.
 """
 
 from __future__ import annotations
@@ -120,6 +124,48 @@ def blur(pixels: torch.Tensor, generator: torch.Generator, p: float = 0.2) -> to
     return out
 
 
+def gamma_contrast(pixels: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    """Per image: gamma 0.7-1.5 on the 0-255 scale, then brightness and contrast x0.85-1.15 (grey-safe:
+    the same change in every channel)."""
+    n, device = len(pixels), pixels.device
+    gamma = _uniform(generator, n, 0.7, 1.5, 1, 1, 1).to(device)
+    brightness = _uniform(generator, n, 0.85, 1.15, 1, 1, 1).to(device)
+    contrast = _uniform(generator, n, 0.85, 1.15, 1, 1, 1).to(device)
+    out = 255.0 * (pixels / 255.0).clamp(0, 1) ** gamma * brightness
+    mean = out.mean(dim=(1, 2, 3), keepdim=True)
+    return ((out - mean) * contrast + mean).clamp(0, 255)
+
+
+def speckle(pixels: torch.Tensor, generator: torch.Generator, p: float = 0.5) -> torch.Tensor:
+    """Multiplicative speckle for a fraction ``p`` of the images: pixel x (1 + sigma * noise), sigma
+    0.05-0.2, the noise the same in every channel and smoothed over about 2 pixels (speckle grains)."""
+    n, _, height, width = pixels.shape
+    chosen = (torch.rand(n, generator=generator) < p).float()
+    sigma = _uniform(generator, n, 0.05, 0.2) * chosen
+    noise = torch.randn((n, 1, height // 2, width // 2), generator=generator)
+    noise = F.interpolate(noise, size=(height, width), mode="bilinear", align_corners=False)
+    factor = 1 + sigma.view(n, 1, 1, 1) * noise
+    return (pixels * factor.to(pixels.device, pixels.dtype)).clamp(0, 255)
+
+
+def elastic(
+    pixels: torch.Tensor, masks: torch.Tensor, generator: torch.Generator, strength: float = 0.04
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """A mild elastic warp: a random 4x4 grid of displacements (at most ``strength`` / 2 of the side,
+    grid units span 2), smoothly upsampled; image and mask channel 0 (re-binarised) moved together."""
+    n, _, height, width = pixels.shape
+    coarse = (torch.rand((n, 2, 4, 4), generator=generator) * 2 - 1) * strength
+    field = F.interpolate(coarse, size=(height, width), mode="bicubic", align_corners=True)
+    ys = torch.linspace(-1, 1, height).view(1, height, 1).expand(n, height, width)
+    xs = torch.linspace(-1, 1, width).view(1, 1, width).expand(n, height, width)
+    grid = torch.stack([xs + field[:, 0], ys + field[:, 1]], -1).to(pixels.device, pixels.dtype)
+    options = {"mode": "bilinear", "padding_mode": "border", "align_corners": True}
+    moved = F.grid_sample(pixels, grid, **options)
+    moved_masks = F.grid_sample(masks, grid, **options)
+    hard = (moved_masks[:, :1] > 0.5).to(masks.dtype)
+    return moved, torch.cat([hard, moved_masks[:, 1:]], 1)
+
+
 def augment_batch(
     recipe: str,
     images: torch.Tensor,
@@ -135,6 +181,11 @@ def augment_batch(
         pixels = highlights(pixels, generator)
         pixels, masks = affine(pixels, masks, generator)
         pixels = blur(pixels, generator)
+    elif recipe == "ultrasound":
+        pixels = gamma_contrast(pixels, generator)
+        pixels = speckle(pixels, generator)
+        pixels, masks = affine(pixels, masks, generator)
+        pixels, masks = elastic(pixels, masks, generator)
     return flips(normalise(pixels, contract), masks, generator)
 
 

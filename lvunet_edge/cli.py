@@ -66,8 +66,9 @@ def train_command(
     skip: str = typer.Option(DEFAULTS["skip"], help="Skip connections: add or concat."),
     augment: str = typer.Option(
         DEFAULTS["augment"],
-        help="Augmentation recipe: basic (90-degree rotations, flips) or strong (also colour, "
-        "specular highlights, scale/rotate/shift, blur).",
+        help="Augmentation recipe: basic (90-degree rotations, flips), strong (also colour, "
+        "specular highlights, scale/rotate/shift, blur) or ultrasound (gamma, speckle, "
+        "scale/rotate/shift, mild elastic warp; no colour).",
     ),
     ema: float = typer.Option(
         DEFAULTS["ema"],

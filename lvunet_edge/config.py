@@ -14,7 +14,7 @@ from lvunet_edge.errors import LVUNetError
 if TYPE_CHECKING:
     from lvunet_edge.model import LVUNetConfig
 
-RECIPES = ("basic", "strong")  # the augmentation recipes of lvunet_edge/augment.py
+RECIPES = ("basic", "strong", "ultrasound")  # the augmentation recipes of lvunet_edge/augment.py
 
 
 def default_deep_epochs(epochs: int) -> int:

@@ -8,7 +8,17 @@ import torch
 from lvunet_runtime.contract import ModelContract
 
 from lvunet_edge import load_checkpoint
-from lvunet_edge.augment import affine, augment_batch, blur, flips, highlights, photometric
+from lvunet_edge.augment import (
+    affine,
+    augment_batch,
+    blur,
+    elastic,
+    flips,
+    gamma_contrast,
+    highlights,
+    photometric,
+    speckle,
+)
 from lvunet_edge.dataset import normalise, to_input
 from lvunet_edge.errors import LVUNetError
 from lvunet_edge.train import train
@@ -33,10 +43,28 @@ def test_affine_and_flips_move_image_and_mask_together():
     assert ((flipped[:, 0:1] > 127.5).float() == flipped_masks).float().mean() == agree
 
 
+def test_the_ultrasound_recipe_keeps_grey_images_grey_and_moves_masks_with_them():
+    masks = _masks()
+    grey = (
+        masks.repeat(1, 3, 1, 1) * 180 + 40
+    ).clone()  # grey: the channels agree; the image is its mask
+    generator = torch.Generator().manual_seed(2)
+    for change in (gamma_contrast, lambda p, g: speckle(p, g, p=1.0)):
+        out = change(grey, generator)
+        assert torch.equal(out[:, 0], out[:, 1]) and torch.equal(out[:, 1], out[:, 2])  # still grey
+        assert not torch.equal(out, grey)
+    moved, moved_masks = elastic(grey, masks, torch.Generator().manual_seed(4))
+    assert not torch.equal(moved_masks, masks)  # it warped
+    agree = ((moved[:, 0:1] > 130).float() == moved_masks).float().mean()
+    assert agree > 0.99  # image and mask moved together
+    changed = (moved_masks != masks).float().mean()
+    assert 0 < changed < 0.05  # mild: a few percent of the pixels
+
+
 def test_photometric_highlights_blur_stay_in_range_and_change_pixels():
     generator = torch.Generator().manual_seed(0)
     pixels = torch.rand((8, 3, 64, 64), generator=generator) * 200 + 20
-    for change in (photometric, highlights, blur):
+    for change in (photometric, highlights, blur, gamma_contrast, speckle):
         out = change(pixels, torch.Generator().manual_seed(3))
         assert out.shape == pixels.shape and out.min() >= 0 and out.max() <= 255
         assert not torch.equal(out, pixels), change.__name__
@@ -91,7 +119,7 @@ def test_strong_augmentation_with_ema_fuses_exactly_and_resumes_exactly(tmp_path
 
 
 def test_bad_recipe_settings_are_refused(tmp_path):
-    with pytest.raises(LVUNetError, match="augment must be one of basic, strong"):
+    with pytest.raises(LVUNetError, match="augment must be one of basic, strong, ultrasound"):
         train_config(tmp_path, augment="wild")
     with pytest.raises(LVUNetError, match="ema must be 0"):
         train_config(tmp_path, ema=1.0)
