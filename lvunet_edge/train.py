@@ -619,7 +619,10 @@ def final_test(run: Run) -> dict:
         f"Dice {metrics['trained']['dice']:.4f}; fused IoU {metrics['fused']['iou']:.4f} "
         f"Dice {metrics['fused']['dice']:.4f}; max |logit diff| {metrics['max_abs_logit_diff']:.2e}"
     )
-    run.log(f"results: {draw_results(run)} (curves and validation predictions)")
+    try:
+        run.log(f"results: {draw_results(run)} (curves and validation predictions)")
+    except ImportError as exc:  # a bare machine (a lent GPU) may lack matplotlib: the run is done
+        run.log(f"note: results.png not drawn ({first_line(exc)}); the metrics are in metrics.json")
     if metrics["trained"]["precision"] is None:  # numbers that mean nothing: say so
         run.log(
             f"warning: the trained model predicts no foreground on any of the {len(test_set.ids)} "
