@@ -142,23 +142,8 @@ def page_html(template: str, default: str, names: list[str]) -> str:
     return html[:start] + footer + html[end:]
 
 
-def write_static(
-    folder: Path,
-    models: dict[str, Path],
-    default: str,
-    *,
-    ort_web: Path | None = None,
-    webgpu: bool = True,
-) -> dict:
-    """Write the folder; returns what it holds (files and sizes, written to ``lvunet-static.json``).
-
-    Raises:
-        LVUNetRuntimeError: the folder holds other files (never overwritten), a model cannot be read,
-            or ONNX Runtime Web cannot be had.
-    """
-    from lvunet_runtime.segmenter import Segmenter
-    from lvunet_runtime.version import __version__
-
+def check_folder(folder: Path) -> None:
+    """A new or empty folder, or one this command wrote before; never a folder of other files."""
     if folder.exists() and not folder.is_dir():
         raise LVUNetRuntimeError(f"--static {folder} is a file; give a folder")
     if folder.is_dir() and any(folder.iterdir()) and not (folder / MARKER).is_file():
@@ -166,9 +151,12 @@ def write_static(
             f"--static {folder} already holds files not written by lvunet-serve --static; "
             "give an empty or new folder"
         )
-    if default not in models:
-        raise LVUNetRuntimeError(f"--model {default}: not among {', '.join(models)}")
-    package = ort_web_package(ort_web)
+
+
+def model_catalog(models: dict[str, Path]) -> list[dict]:
+    """Each model's name, file name in the folder, sha256 and contract, as the runtime reads them."""
+    from lvunet_runtime.segmenter import Segmenter
+
     catalog, used = [], set()
     for name, path in models.items():
         segmenter = Segmenter(str(path))
@@ -185,8 +173,31 @@ def write_static(
                 "contract": segmenter.contract.to_dict(),
             }
         )
-    folder.mkdir(parents=True, exist_ok=True)
-    (folder / "models").mkdir(exist_ok=True)
+    return catalog
+
+
+def write_static(
+    folder: Path,
+    models: dict[str, Path],
+    default: str,
+    *,
+    ort_web: Path | None = None,
+    webgpu: bool = True,
+) -> dict:
+    """Write the folder; returns what it holds (files and sizes, written to ``lvunet-static.json``).
+
+    Raises:
+        LVUNetRuntimeError: the folder holds other files (never overwritten), a model cannot be read,
+            or ONNX Runtime Web cannot be had.
+    """
+    from lvunet_runtime.version import __version__
+
+    check_folder(folder)
+    if default not in models:
+        raise LVUNetRuntimeError(f"--model {default}: not among {', '.join(models)}")
+    package = ort_web_package(ort_web)
+    catalog = model_catalog(models)
+    (folder / "models").mkdir(parents=True, exist_ok=True)
     for entry, path in zip(catalog, models.values(), strict=True):
         shutil.copyfile(path, folder / "models" / entry["file"])
     static = resources.files("lvunet_runtime.serve") / "static"
@@ -196,27 +207,16 @@ def write_static(
     ort_sizes = extract_ort(package, folder / "static" / "ort", webgpu)
     html = page_html((static / "index.html").read_text(encoding="utf-8"), default, list(models))
     (folder / "index.html").write_text(html, encoding="utf-8")
-    (folder / "models" / "models.json").write_text(
-        json.dumps(
-            {
-                "version": __version__,
-                "default": default,
-                "models": catalog,
-                "ort_web": {"version": ORT_WEB_VERSION, "sha256": ORT_WEB_SHA256, "webgpu": webgpu},
-            },
-            indent=1,
-        )
-        + "\n"
-    )
-    files = sorted(
-        str(p.relative_to(folder)) for p in folder.rglob("*") if p.is_file() and p.name != MARKER
-    )
+    ort = {"version": ORT_WEB_VERSION, "sha256": ORT_WEB_SHA256, "webgpu": webgpu}
+    sidecar = {"version": __version__, "default": default, "models": catalog, "ort_web": ort}
+    (folder / "models" / "models.json").write_text(json.dumps(sidecar, indent=1) + "\n")
+    files = [p for p in folder.rglob("*") if p.is_file() and p.name != MARKER]
     summary = {
         "version": __version__,
         "ort_web": ORT_WEB_VERSION,
         "ort_bytes": sum(ort_sizes.values()),
         "model_bytes": sum((folder / "models" / e["file"]).stat().st_size for e in catalog),
-        "files": files,
+        "files": sorted(str(p.relative_to(folder)) for p in files),
     }
     (folder / MARKER).write_text(json.dumps(summary, indent=1) + "\n")
     return summary
