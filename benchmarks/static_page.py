@@ -34,7 +34,12 @@ def open_page(driver, url: str) -> None:
     from selenium.webdriver.common.by import By
 
     driver.get(url)
-    wait(driver, lambda d: "this browser" in d.find_element(By.ID, "provider").text)
+    try:
+        wait(
+            driver, lambda d: "this browser" in d.find_element(By.ID, "provider").text, timeout=120
+        )
+    except Exception:
+        raise SystemExit(f"{url}: the page did not start: {driver.page_source[:300]!r}") from None
 
 
 def segment(driver, images) -> list[float]:
@@ -59,9 +64,8 @@ def main() -> None:
     tmp = Path(tempfile.mkdtemp(prefix="static-page-"))
     site = args.site or tmp / "site"
     if args.site is None:
-        subprocess.run(
-            [sys.executable, "-m", "lvunet_runtime.serve.cli", "--static", str(site)], check=True
-        )
+        serve = Path(sys.executable).parent / "lvunet-serve"
+        subprocess.run([str(serve), "--static", str(site)], check=True)
     result = machine_header(images=len(IMAGES), rounds=args.rounds)
     isolated, plain = StaticServer(site, isolated=True), StaticServer(site, isolated=False)
     camera = fake_camera(tmp / "camera.y4m", IMAGES[-1])

@@ -2,8 +2,11 @@
 trained together, and the fused model's inference at the same total batch; optionally a profile.
 
 Arms (interleaved: every round times each arm once, medians over rounds):
-  before      the step as it was (contiguous NCHW, Adam's per-parameter loop): what the code did until #24
-  after       the step now (channels_last, fused Adam, no host sync per step)
+  before      the step as it was (contiguous NCHW, Adam's per-parameter loop, float32 on a CPU): the code
+              until #24
+  after       the step now (channels_last, fused Adam, no host sync per step; bfloat16 autocast on
+              CUDA and on CPUs with AVX512-BF16/AMX)
+  after-fp32  the step now in float32 (on a CPU with bfloat16 instructions: what the layout alone gives)
   compiled    after + torch.compile (with --compile; its compile time is measured and reported apart)
   runs-N      N runs trained together (lvunet_edge.multirun.StackedStep), images/s summed over runs
   inference   the fused (deployment) model, eval mode, no autograd, at batch B and at batch N x B
@@ -39,6 +42,7 @@ from lvunet_edge.train import (  # noqa: E402
     Run,
     Tally,
     build_training,
+    cpu_has_bf16,
     end_of_epoch,
     epoch_order,
     load_data,
@@ -223,7 +227,10 @@ def main() -> None:
 
     arms = [Arm("after", [first])]
     if not args.no_before:
-        arms.insert(0, Arm("before", [as_before(fresh("before", channels_last=False))]))
+        before = fresh("before", channels_last=False, amp=False)
+        arms.insert(0, Arm("before", [as_before(before)]))
+        if before.device.type == "cpu" and cpu_has_bf16():  # what float32 alone gives, apart
+            arms.insert(1, Arm("after-fp32", [fresh("after-fp32", amp=False)]))
     if args.runs > 1:
         group = [fresh(f"runs{i}", seed=i + 1) for i in range(args.runs)]
         arms.append(Arm(f"runs-{args.runs}", group, stacked=True))
@@ -268,7 +275,7 @@ def main() -> None:
     if args.profile:
         result["profile"] = {"after": profile_epoch_parts(fresh("prof-after"), args.steps)}
         if not args.no_before:
-            before = as_before(fresh("prof-before", channels_last=False))
+            before = as_before(fresh("prof-before", channels_last=False, amp=False))
             result["profile"]["before"] = profile_epoch_parts(before, args.steps)
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(result, indent=1) + "\n")

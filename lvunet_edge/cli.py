@@ -52,7 +52,9 @@ def train_command(
     workers: int = typer.Option(
         DEFAULTS["workers"], help="Threads decoding images (once, before training)."
     ),
-    amp: bool = typer.Option(DEFAULTS["amp"], help="bfloat16 autocast on CUDA."),
+    amp: bool = typer.Option(
+        DEFAULTS["amp"], help="bfloat16 autocast on CUDA and on CPUs with AVX512-BF16 or AMX."
+    ),
     pretrained: str | None = typer.Option(
         DEFAULTS["pretrained"],
         help="torchvision MobileNetV3-Large weights file (or 'torchvision' for the cache).",
