@@ -404,6 +404,36 @@ MUTATIONS = [
         "    return False",
         ("tests/runtime/test_fit.py",),
     ),
+    # --- training speed and several runs at once (#24) ---------------------------------------------
+    Mutation(
+        "multi-run: BatchNorm statistics not copied back into each run's model",
+        "lvunet_edge/multirun.py",
+        "                    b[name].copy_(part)",
+        "                    pass",
+        ("tests/training/test_multirun.py",),
+    ),
+    Mutation(
+        "multi-run: convolutions not grouped per run",
+        "lvunet_edge/multirun.py",
+        "            module.groups *= count",
+        "            module.groups *= 1",
+        ("tests/training/test_multirun.py",),
+    ),
+    Mutation(
+        "--compile: a compiler fault stops the run instead of falling back",
+        "lvunet_edge/train.py",
+        "            except Exception as exc:  # noqa: BLE001 - any compiler fault: train eagerly and say so",
+        "            except KeyboardInterrupt as exc:",
+        ("tests/training/test_train.py",),
+    ),
+    # --- the contract's version 6 (#28) ------------------------------------------------------------
+    Mutation(
+        "contract v6: an unknown output_resize accepted",
+        f"{RUNTIME}/contract.py",
+        "    if c.output_resize not in OUTPUT_RESIZES:",
+        "    if False:",
+        ("tests/runtime/test_contract.py",),
+    ),
 ]
 
 
