@@ -61,11 +61,16 @@ def downloads(tmp_path_factory) -> Path:
     return tmp_path_factory.mktemp("downloads")
 
 
-@pytest.fixture(scope="module")
-def browser(downloads, tmp_path_factory):
-    camera = fake_camera(tmp_path_factory.mktemp("camera") / "camera.y4m", POLYPS[0])
+def chromium(downloads: Path, camera: Path | None = None, extra: tuple[str, ...] = ()):
+    """Debian's headless chromium through chromedriver: downloads into ``downloads``, the fake camera
+    playing ``camera`` when given, and ``extra`` arguments."""
     options = webdriver.ChromeOptions()
     options.binary_location = CHROMIUM
+    camera_flags = (
+        "--use-fake-ui-for-media-stream",
+        "--use-fake-device-for-media-stream",
+        f"--use-file-for-fake-video-capture={camera}",
+    )
     for argument in (
         "--headless=new",
         "--no-sandbox",
@@ -75,16 +80,21 @@ def browser(downloads, tmp_path_factory):
         "--disable-extensions",
         "--no-first-run",
         "--window-size=1400,1000",
-        "--use-fake-ui-for-media-stream",
-        "--use-fake-device-for-media-stream",
-        f"--use-file-for-fake-video-capture={camera}",
+        *(camera_flags if camera else ()),
+        *extra,
     ):
         options.add_argument(argument)
     options.add_experimental_option(
         "prefs",
         {"download.default_directory": str(downloads), "download.prompt_for_download": False},
     )
-    driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
+    return webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
+
+
+@pytest.fixture(scope="module")
+def browser(downloads, tmp_path_factory):
+    camera = fake_camera(tmp_path_factory.mktemp("camera") / "camera.y4m", POLYPS[0])
+    driver = chromium(downloads, camera)
     driver.set_page_load_timeout(30)
     yield driver
     driver.quit()

@@ -21,13 +21,11 @@ import cv2
 import numpy as np
 import pytest
 from PIL import Image
-from selenium import webdriver
-from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
 from selenium.webdriver.support.ui import Select
 
 from tests.browser.static_server import StaticServer
-from tests.browser.test_browser import CHROMEDRIVER, CHROMIUM, downloaded, fake_camera, wait
+from tests.browser.test_browser import chromium, downloaded, fake_camera, wait
 from tests.helpers import DATA, cli
 
 pytestmark = pytest.mark.browser
@@ -47,23 +45,10 @@ def site(tmp_path_factory) -> Path:
 
 
 def _driver(downloads: Path, camera: Path | None = None):
-    options = webdriver.ChromeOptions()
-    options.binary_location = CHROMIUM
-    for argument in (
-        "--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
-        "--disable-background-networking", "--disable-extensions", "--no-first-run",
-        "--window-size=1400,1000",
-        # every host but 127.0.0.1 unresolvable: a request elsewhere (a CDN) fails
-        "--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE 127.0.0.1",
-        *(("--use-fake-ui-for-media-stream", "--use-fake-device-for-media-stream",
-           f"--use-file-for-fake-video-capture={camera}") if camera else ()),
-    ):  # fmt: skip
-        options.add_argument(argument)
-    options.add_experimental_option(
-        "prefs",
-        {"download.default_directory": str(downloads), "download.prompt_for_download": False},
+    # every host but 127.0.0.1 unresolvable: a request elsewhere (a CDN) fails
+    driver = chromium(
+        downloads, camera, ("--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE 127.0.0.1",)
     )
-    driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
     driver.set_page_load_timeout(60)
     return driver
 
